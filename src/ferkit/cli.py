@@ -1,0 +1,138 @@
+"""The ``ferkit`` command line.
+
+Every user-facing error (a missing file, a bad csv, an unknown label or config key) is a
+FerkitError: it is printed as one line, ``ferkit: error: ...``, and the exit code is 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ferkit import __version__
+from ferkit.errors import FerkitError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ferkit")
+def cli() -> None:
+    """ferkit: train and run facial expression recognition models."""
+
+
+@cli.command(context_settings={"ignore_unknown_options": False})
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("overrides", nargs=-1)
+@click.option("--device", default=None, help="auto | cpu | cuda | mps (overrides train.device).")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the run is written (default: output_dir/name).")
+@click.option("--no-resume", is_flag=True, help="Start afresh even if the run directory has a checkpoint.")
+def train(config: Path, overrides: tuple[str, ...], device: str | None, run_dir: Path | None,
+          no_resume: bool) -> None:
+    """Train the run described by CONFIG (YAML), with optional key=value OVERRIDES.
+
+    Example: ferkit train configs/ce_fer2013_quick_0.yaml train.epochs=2 data.limit_train=2000
+    """
+    from ferkit.engine import distributed as dist
+    from ferkit.engine.config import load_config
+    from ferkit.engine.trainer import Trainer
+
+    extra: dict = {"train": {}}
+    if device:
+        extra["train"]["device"] = device
+    if no_resume:
+        extra["train"]["resume"] = False
+    cfg = load_config(config, overrides, extra=extra)
+    trainer = Trainer(cfg, run_dir=run_dir)
+    if no_resume and (trainer.run_dir / "log.jsonl").exists() and dist.is_main():
+        (trainer.run_dir / "log.jsonl").unlink()
+        (trainer.run_dir / "metrics.csv").unlink(missing_ok=True)
+    try:
+        trainer.fit()
+    finally:
+        dist.cleanup()
+    if dist.is_main():
+        best = trainer.eval_hook.best
+        msg = f"run written to {trainer.run_dir}"
+        if best is not None:
+            msg += f"  (best {cfg['train']['select_metric']} {best:.4f} at epoch {trainer.eval_hook.best_epoch + 1})"
+        click.echo(msg)
+
+
+@cli.command()
+@click.option("--model", "model", required=True, help="Run directory, model.pt or checkpoint.")
+@click.option("--dataset", required=True, help="Dataset reader: fer2013, ferplus, rafdb, affectnet, folder, jaffe.")
+@click.option("--path", required=True, help="The dataset's file or folder.")
+@click.option("--split", default=None, help="Split to score (default: the reader's test split).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Metrics JSON to write (plots go beside it).")
+@click.option("--option", "options", multiple=True, help="Reader option key=value (repeatable).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--batch-size", default=512, show_default=True)
+@click.option("--tta-flip/--no-tta-flip", default=None, help="Average with the mirrored face.")
+def evaluate(model: str, dataset: str, path: str, split: str | None, out: Path | None,
+             options: tuple[str, ...], device: str, batch_size: int, tta_flip: bool | None) -> None:
+    """Score a trained model on a dataset: metrics JSON, confusion matrix and reliability PNGs."""
+    from ferkit.engine.config import parse_overrides
+    from ferkit.evaluation.evaluate import default_split, evaluate_model
+
+    split = split or default_split(dataset)
+    if out is None:
+        base = Path(model) if Path(model).is_dir() else Path(".")
+        out = base / "eval" / f"{dataset}_{split}.json"
+    metrics = evaluate_model(model, dataset, path, split, out, options=parse_overrides(options),
+                             device=device, batch_size=batch_size, tta_flip=tta_flip)
+    click.echo(f"{dataset}/{split}: n={metrics['n']}  accuracy={metrics['accuracy']:.4f}  "
+               f"macro_f1={metrics['macro_f1']:.4f}  nll={metrics['nll']:.4f}  ece={metrics['ece']:.4f}  "
+               f"brier={metrics['brier']:.4f}")
+    click.echo(f"metrics written to {out}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def report(run_dir: Path) -> None:
+    """Curves and tables of a run's logs, written to RUN_DIR/report/."""
+    from ferkit.evaluation.report import make_report
+
+    click.echo(f"report written to {make_report(run_dir)}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def models(as_json: bool) -> None:
+    """List the backbones, methods and dataset readers this install knows."""
+    from ferkit.data import DATASETS
+    from ferkit.methods import list_methods
+    from ferkit.models import list_backbones
+
+    table = {"backbones": list(list_backbones()), "methods": list_methods(), "datasets": sorted(DATASETS)}
+    if as_json:
+        click.echo(json.dumps(table, indent=2))
+        return
+    for key, names in table.items():
+        click.echo(f"{key:10s} {', '.join(names)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script: FerkitErrors become one line and exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="ferkit", standalone_mode=False)
+    except FerkitError as exc:
+        click.echo(f"ferkit: error: {exc}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("ferkit: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("ferkit: interrupted (the last checkpoint is kept; run again to resume)", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

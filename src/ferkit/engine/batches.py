@@ -1,0 +1,88 @@
+"""Batches straight from in-memory uint8 tensors, sharded over processes.
+
+FER datasets are small once decoded (FER2013: 66 MB), so the whole split sits in one uint8
+tensor and a batch is one fancy-index: no DataLoader workers, no per-image Python, no decoding.
+Augmentation then runs batched on the model's device. The order of an epoch depends only on
+(seed, epoch), so a resumed run, or N processes that each take every N-th sample of the global
+batch, see exactly the batches a single uninterrupted process would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ferkit.data.types import FaceDataset
+
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as PIL and OpenCV use
+
+
+def images_to_tensor(images: np.ndarray, channels: int) -> Tensor:
+    """uint8 (N,H,W) or (N,H,W,3) -> uint8 (N, channels, H, W), converting gray <-> RGB if needed."""
+    arr = np.asarray(images)
+    if arr.ndim == 2:
+        arr = arr[None]
+    t = torch.from_numpy(np.ascontiguousarray(arr))
+    t = t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2)
+    if t.shape[1] == channels:
+        return t.contiguous()
+    if channels == 1 and t.shape[1] == 3:
+        w = torch.tensor(GRAY_WEIGHTS).view(1, 3, 1, 1)
+        return (t.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    if channels == 3 and t.shape[1] == 1:
+        return t.expand(-1, 3, -1, -1).contiguous()
+    raise ValueError(f"cannot convert {t.shape[1]}-channel images to {channels} channels")
+
+
+class BatchLoader:
+    """Global batches of ``batch_size`` rows; process ``rank`` of ``world`` yields rows rank::world.
+
+    Each batch is a dict: ``images`` uint8 (b, C, H, W), ``labels`` long, ``index`` long (row in
+    the dataset) and ``soft`` float (b, K) when the dataset has soft targets.
+    """
+
+    def __init__(self, data: FaceDataset, channels: int, batch_size: int, *, shuffle: bool = True,
+                 drop_last: bool = True, seed: int = 0, rank: int = 0, world: int = 1,
+                 device: torch.device | str = "cpu", labels: np.ndarray | None = None) -> None:
+        self.images = images_to_tensor(data.images, channels)
+        self.labels = torch.from_numpy(np.asarray(labels if labels is not None else data.labels, np.int64))
+        self.soft = None if data.soft_targets is None else torch.from_numpy(
+            np.asarray(data.soft_targets, np.float32))
+        self.batch_size = int(batch_size)
+        if self.batch_size % world:
+            raise ValueError(f"batch size {batch_size} is not divisible by {world} processes")
+        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
+        self.rank, self.world = rank, world
+        self.device = torch.device(device)
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def order(self, epoch: int) -> Tensor:
+        n = len(self.labels)
+        if not self.shuffle:
+            return torch.arange(n)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(n, generator=g)
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[dict[str, Tensor]]:
+        """The batches of ``epoch``, from batch number ``start`` on (for a mid-epoch resume)."""
+        perm = self.order(epoch)
+        for b in range(start, len(self)):
+            idx = perm[b * self.batch_size:(b + 1) * self.batch_size][self.rank::self.world]
+            yield self.take(idx)
+
+    def take(self, idx: Tensor) -> dict[str, Tensor]:
+        nb = self.device.type == "cuda"
+        out = {
+            "images": self.images[idx].to(self.device, non_blocking=nb),
+            "labels": self.labels[idx].to(self.device, non_blocking=nb),
+            "index": idx.to(self.device),
+        }
+        if self.soft is not None:
+            out["soft"] = self.soft[idx].to(self.device, non_blocking=nb)
+        return out

@@ -1,0 +1,88 @@
+"""Atomic checkpoint and file writes, and the RNG state that makes a resume exact.
+
+Everything is written to a temporary file in the target's directory and moved into place with
+``os.replace``, so a run killed mid-write leaves the previous file intact, never half a file.
+Checkpoints hold only tensors and plain Python values, so they load with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ferkit.errors import InputError
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic(Path(path), lambda fh: fh.write(data))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(Path(path), text.encode())
+
+
+def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
+    """``torch.save`` to ``path`` atomically."""
+    _atomic(Path(path), lambda fh: torch.save(obj, fh))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a ferkit checkpoint with ``weights_only=True``; one-line error if it is missing or bad."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and safety errors all mean "not a usable checkpoint"
+        raise InputError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch global RNG states as weights_only-safe values."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *[float(v) for v in np_state[2:]]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,0 +1,183 @@
+"""One YAML per run, checked against known keys, with ``key=value`` overrides.
+
+A run's config is the DEFAULTS below deep-merged with the YAML file, then with the
+command-line overrides (``train.epochs=3 model.name=resnet18``). Any key the defaults do not
+know raises a ConfigError naming it, so a typo never silently falls back to a default. The
+``method`` section is checked against the chosen method's own ``defaults``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ferkit.errors import ConfigError, InputError
+
+#: Every key a run config may set, with its default. Comments say why a default was chosen.
+DEFAULTS: dict[str, Any] = {
+    "name": None,  # run name; default: the config file's stem
+    "seed": 0,
+    "output_dir": "runs",  # the run directory is output_dir/name
+    "method": {"name": "ce"},  # the method's own keys come from its `defaults`
+    "data": {
+        "dataset": "fer2013",
+        "path": None,
+        "train_split": "Training",
+        "val_split": "PublicTest",
+        "options": {},  # passed to the reader (e.g. ferplus mode, image_size)
+        "image_size": 48,  # model input size; data of another size is resized on the fly
+        "channels": 1,  # 1 = grayscale, 3 = RGB
+        "limit_train": None,  # int: a stratified subset of the training split, for quick runs
+        "limit_val": None,
+        "noise_rate": 0.0,  # fraction of training labels flipped to another class
+        "noise_seed": 0,
+        "labelled": None,  # semi-supervised: int count or float fraction kept labelled
+        "mean": 0.5,
+        "std": 0.5,
+    },
+    "model": {
+        "name": "compact",
+        "options": {},  # passed to the backbone (stem, width, patch size, ...)
+        "pretrained": None,  # a torchvision-format ResNet state dict to start from
+    },
+    "augment": {"train": "train", "eval": "eval", "options": {}},
+    "optim": {
+        "name": "adamw",  # sgd | adam | adamw
+        "lr": 1e-3,
+        "weight_decay": 5e-4,
+        "momentum": 0.9,
+        "nesterov": True,
+        "batch_size": 128,  # the global batch: split over the processes under torchrun
+        "grad_clip": None,
+    },
+    "schedule": {
+        "name": "cosine",  # cosine | step | constant
+        "warmup_epochs": 0.0,
+        "min_lr": 0.0,
+        "step_epochs": 30,  # step schedule: decay every this many epochs
+        "gamma": 0.1,
+    },
+    "train": {
+        "epochs": 30,
+        "device": "auto",
+        "amp": "auto",  # bf16 autocast on CUDA when auto; never on CPU
+        "threads": None,  # torch intra-op threads; default: torch's choice
+        "ema": 0.0,  # EMA decay of the weights (0 = off); evaluation uses the EMA model when on
+        "sync_bn": True,  # SyncBatchNorm across processes on CUDA (torch has no CPU SyncBatchNorm)
+        "eval_every": 1,  # epochs
+        "select_metric": "val_accuracy",
+        "checkpoint_every_steps": 0,  # also save mid-epoch every N steps (0 = end of epoch only)
+        "log_every": 20,  # steps between train rows in log.jsonl
+        "resume": True,  # continue from output_dir/name/checkpoints/last.pt if it exists
+        "progress": True,
+        "eval_batch_size": 512,
+        "tta_flip": False,
+    },
+}
+
+
+def _deep_merge(base: dict, new: Mapping, where: str, strict: bool) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in new.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in out:
+            if strict:
+                raise ConfigError(f"unknown config key '{path}'")
+            out[key] = copy.deepcopy(value)
+        elif isinstance(out[key], dict) and key not in _FREE_FORM and path not in _FREE_FORM:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config key '{path}' must be a mapping, got {value!r}")
+            out[key] = _deep_merge(out[key], value, path, strict)
+        elif isinstance(out[key], dict):
+            out[key] = {**out[key], **(value or {})}
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+# Sections whose keys belong to someone else (a reader, a backbone, a method) and are checked there.
+_FREE_FORM = {"data.options", "model.options", "augment.options"}
+
+
+def parse_overrides(items: Iterable[str]) -> dict:
+    """``["train.epochs=3", "model.name=resnet18"]`` -> nested dict (values parsed as YAML)."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else None
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
+                extra: Mapping | None = None) -> dict:
+    """Resolved run config: DEFAULTS <- YAML file <- ``extra`` dict <- ``key=value`` overrides."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"config file {path} must hold a mapping of keys")
+        cfg = _merge_layer(cfg, loaded)
+        if cfg.get("name") is None:
+            cfg["name"] = path.stem
+    for layer in (extra or {}, parse_overrides(overrides)):
+        cfg = _merge_layer(cfg, layer)
+    if cfg.get("name") is None:
+        cfg["name"] = "run"
+    _check_method(cfg)
+    return cfg
+
+
+def _merge_layer(cfg: dict, layer: Mapping) -> dict:
+    layer = dict(layer)
+    method = layer.pop("method", None)
+    cfg = _deep_merge(cfg, layer, "", strict=True)
+    if method is not None:
+        if isinstance(method, str):
+            method = {"name": method}
+        if not isinstance(method, Mapping):
+            raise ConfigError(f"config key 'method' must be a name or a mapping, got {method!r}")
+        merged = dict(cfg["method"])
+        if "name" in method and method["name"] != merged.get("name"):
+            merged = {"name": method["name"]}
+        merged.update(method)
+        cfg["method"] = merged
+    return cfg
+
+
+def _check_method(cfg: dict) -> None:
+    """Fill the method's defaults and reject keys the method does not know."""
+    from ferkit.methods import get_method  # late: methods import the engine
+
+    method_cls = get_method(cfg["method"]["name"])
+    known = dict(method_cls.defaults)
+    for key in cfg["method"]:
+        if key != "name" and key not in known:
+            raise ConfigError(
+                f"unknown config key 'method.{key}' for method '{method_cls.name}' "
+                f"(known: {', '.join(sorted(known)) or 'none'})"
+            )
+    cfg["method"] = {"name": method_cls.name, **known, **{k: v for k, v in cfg["method"].items()}}
+
+
+def save_config(cfg: Mapping, path: str | Path) -> None:
+    """Write the resolved config (atomically), so the run can be repeated exactly."""
+    from ferkit.engine.checkpoint import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(dict(cfg), sort_keys=False))

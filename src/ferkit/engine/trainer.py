@@ -1,0 +1,324 @@
+"""The training loop: data, model, method, optimiser and schedule, with the hooks around it.
+
+``Trainer(cfg).fit()`` trains one run into ``output_dir/name``. The loop itself only does
+forward, backward, (distributed gradient average), step; EMA, evaluation, checkpoints, logging
+and the progress bar are hooks (engine/hooks.py). A run whose directory holds a checkpoint
+resumes from it: model, method heads, optimiser, schedule, EMA, RNG states and the position in
+the epoch are restored, so the result is the same as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ferkit import __version__
+from ferkit.augment import build_augment
+from ferkit.data.types import FaceDataset
+from ferkit.engine import distributed as dist
+from ferkit.engine.batches import BatchLoader, images_to_tensor
+from ferkit.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from ferkit.engine.config import save_config
+from ferkit.engine.data import load_run_data
+from ferkit.engine.device import autocast_dtype, resolve_device
+from ferkit.engine.hooks import CheckpointHook, EMAHook, EvalHook, Hook, LoggerHook, ProgressHook
+from ferkit.errors import ConfigError
+from ferkit.methods import Method, get_method
+from ferkit.models import build_model, load_pretrained
+
+MODEL_FORMAT = "ferkit-model/1"
+
+
+def make_view(augment: nn.Module, mean: float, std: float):
+    """uint8 batch -> augmented, normalised float batch (runs on the batch's device)."""
+
+    def view(images: Tensor) -> Tensor:
+        x = augment(images.float().div_(255.0))
+        return (x - mean) / std
+
+    return view
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=cwd or Path(__file__).parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class Trainer:
+    """Trains one configured run. See the module docstring."""
+
+    def __init__(self, cfg: dict[str, Any], run_dir: str | Path | None = None) -> None:
+        self.cfg = cfg
+        tcfg = cfg["train"]
+        self.device = resolve_device(tcfg["device"])
+        if tcfg.get("threads"):
+            torch.set_num_threads(int(tcfg["threads"]))
+        self.rank, self.world = dist.init_distributed(self.device)
+        if self.device.type == "cuda":
+            _, local_rank, _ = dist.env_world()
+            self.device = torch.device("cuda", local_rank % torch.cuda.device_count())
+            torch.cuda.set_device(self.device)
+        self.run_dir = Path(run_dir) if run_dir else Path(cfg["output_dir"]) / cfg["name"]
+        self.epochs = int(tcfg["epochs"])
+        self.epoch = 0
+        self.step = 0
+        self.batch_in_epoch = 0
+        self.ema = None
+        seed_everything(int(cfg["seed"]) + self.rank)
+
+        dcfg = cfg["data"]
+        self.train_data, self.val_data, info = load_run_data(cfg)
+        self.classes = self.train_data.classes
+        self.channels = int(dcfg["channels"])
+        self.loader = BatchLoader(self.train_data, self.channels, cfg["optim"]["batch_size"], shuffle=True,
+                                  drop_last=True, seed=int(cfg["seed"]), rank=self.rank, world=self.world,
+                                  device=self.device)
+        if len(self.loader) == 0:
+            raise ConfigError(f"training split has {len(self.train_data)} rows, fewer than one batch of "
+                              f"{cfg['optim']['batch_size']}")
+        self.steps_per_epoch = len(self.loader)
+
+        torch.manual_seed(int(cfg["seed"]))  # the same initial weights on every process
+        model = build_model(cfg["model"]["name"], num_classes=len(self.classes), in_channels=self.channels,
+                            image_size=int(dcfg["image_size"]), **cfg["model"].get("options", {}))
+        if cfg["model"].get("pretrained"):
+            load_pretrained(model, cfg["model"]["pretrained"])
+        method_cls = get_method(cfg["method"]["name"])
+        self.method: Method = method_cls(model, cfg["method"], len(self.classes), info)
+        if self.world > 1 and self.device.type == "cuda" and tcfg.get("sync_bn", True):
+            self.method = nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
+        self.method.to(self.device)
+        dist.broadcast_module(self.method)
+        seed_everything(int(cfg["seed"]) * 7919 + self.rank + 1)
+
+        size, acfg = int(dcfg["image_size"]), cfg["augment"]
+        opts = acfg.get("options", {})
+        self.method.views = {
+            p: make_view(build_augment(p if p not in ("train", "eval") else acfg[p], size, self.channels,
+                                       **opts.get(p, {})), dcfg["mean"], dcfg["std"])
+            for p in ("train", "eval", "weak", "strong")
+        }
+        self.eval_view = self.method.views["eval"]
+        self.optimizer = self._build_optimizer()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_lambda())
+        self.amp_dtype = autocast_dtype(self.device, tcfg["amp"])
+
+        self.hooks: list[Hook] = []
+        if float(tcfg["ema"]) > 0:
+            self.hooks.append(EMAHook(float(tcfg["ema"])))
+        self.eval_hook = EvalHook(tcfg["eval_every"], tcfg["select_metric"])
+        self.progress = ProgressHook(bool(tcfg["progress"]))
+        self.hooks += [self.eval_hook, LoggerHook(tcfg["log_every"]),
+                       CheckpointHook(tcfg["checkpoint_every_steps"]), self.progress]
+
+    # ---- set-up helpers -------------------------------------------------------------------
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        ocfg = self.cfg["optim"]
+        decay, no_decay = [], []
+        for name, p in self.method.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+        groups = [{"params": decay, "weight_decay": float(ocfg["weight_decay"])},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        name, lr = ocfg["name"].lower(), float(ocfg["lr"])
+        if name == "sgd":
+            return torch.optim.SGD(groups, lr=lr, momentum=float(ocfg["momentum"]), nesterov=bool(ocfg["nesterov"]))
+        if name == "adam":
+            return torch.optim.Adam(groups, lr=lr)
+        if name == "adamw":
+            return torch.optim.AdamW(groups, lr=lr)
+        raise ConfigError(f"unknown optimiser '{ocfg['name']}' (sgd, adam, adamw)")
+
+    def _lr_lambda(self):
+        s = self.cfg["schedule"]
+        total = max(1, self.epochs * self.steps_per_epoch)
+        warm = int(float(s["warmup_epochs"]) * self.steps_per_epoch)
+        floor = float(s["min_lr"]) / float(self.cfg["optim"]["lr"])
+        name = s["name"]
+        if name not in ("cosine", "step", "constant"):
+            raise ConfigError(f"unknown schedule '{name}' (cosine, step, constant)")
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            if name == "constant":
+                return 1.0
+            if name == "step":
+                return float(s["gamma"]) ** (step // (int(s["step_epochs"]) * self.steps_per_epoch))
+            t = (step - warm) / max(1, total - warm)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+        return factor
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": "ferkit-checkpoint/1",
+            "epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch,
+            "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "rng": rng_state(),
+            "hooks": {type(h).__name__: h.state_dict() for h in self.hooks},
+            "config": json.loads(json.dumps(self.cfg)), "classes": list(self.classes),
+        }
+
+    def save_checkpoint(self, name: str) -> None:
+        if dist.is_main():
+            save_checkpoint(self.state(), self.run_dir / "checkpoints" / name)
+
+    def resume(self, path: Path) -> None:
+        ck = load_checkpoint(path)
+        self.method.load_state_dict(ck["method"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        for h in self.hooks:
+            h.before_train(self)  # creates the EMA copy before its state is loaded
+            h.load_state_dict(ck["hooks"].get(type(h).__name__, {}))
+        if self.world == 1:
+            set_rng_state(ck["rng"])
+        self.epoch, self.step, self.batch_in_epoch = ck["epoch"], ck["step"], ck["batch_in_epoch"]
+        if self.batch_in_epoch >= self.steps_per_epoch:
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+
+    def export_model(self, path: Path, row: dict[str, Any] | None = None) -> None:
+        """The inference file: weights (EMA when on), architecture, labels and preprocessing."""
+        if not dist.is_main():
+            return
+        net = self.ema.shadow if self.ema is not None else self.method
+        d = self.cfg["data"]
+        save_checkpoint({
+            "format": MODEL_FORMAT,
+            "method": self.cfg["method"], "model": self.method.model.config(),
+            "state_dict": net.state_dict(), "classes": list(self.classes),
+            "preprocess": {"image_size": int(d["image_size"]), "channels": self.channels,
+                           "mean": float(d["mean"]), "std": float(d["std"]),
+                           "tta_flip": bool(self.cfg["train"]["tta_flip"])},
+            "metrics": {k: v for k, v in (row or {}).items() if isinstance(v, (int, float, str))},
+            "run": self.cfg["name"], "ferkit_version": __version__,
+        }, path)
+
+    # ---- the loop -------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train to the configured number of epochs; returns the last epoch's row."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        last = self.run_dir / "checkpoints" / "last.pt"
+        if self.cfg["train"]["resume"] and last.exists():
+            self.resume(last)
+            if dist.is_main():
+                print(f"resuming {self.run_dir} at epoch {self.epoch + 1}, step {self.step}", flush=True)
+        if dist.is_main():
+            save_config(self.cfg, self.run_dir / "config.yaml")
+            self._write_meta()
+        for h in self.hooks:
+            h.before_train(self)
+        row: dict[str, Any] = {}
+        while self.epoch < self.epochs:
+            row = self._train_epoch()
+            self.epoch += 1
+            self.batch_in_epoch = 0
+        for h in self.hooks:
+            h.after_train(self)
+        dist.barrier()
+        return row
+
+    def _train_epoch(self) -> dict[str, Any]:
+        self.method.train()
+        self.method.on_epoch_start(self.epoch)
+        self.progress.start_epoch(self)
+        for batch in self.loader.batches(self.epoch, start=self.batch_in_epoch):
+            logs = self._step(batch)
+            self.step += 1
+            self.batch_in_epoch += 1
+            for h in self.hooks:
+                h.after_step(self, logs)
+        row: dict[str, Any] = {"epoch": self.epoch, "step": self.step}
+        for h in self.hooks:
+            h.after_epoch(self, row)
+        return row
+
+    def _step(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            loss, logs = self.method.train_step(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {float(loss)} at step {self.step}; lower optim.lr?")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        dist.all_reduce_gradients(self.method)
+        if self.cfg["optim"]["grad_clip"]:
+            nn.utils.clip_grad_norm_(self.method.parameters(), float(self.cfg["optim"]["grad_clip"]))
+        self.optimizer.step()
+        self.scheduler.step()
+        return logs
+
+    # ---- evaluation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, data: FaceDataset) -> np.ndarray:
+        net = self.ema.shadow if self.ema is not None else self.method
+        return predict_probs(net, images_to_tensor(data.images, self.channels), self.eval_view, self.device,
+                             int(self.cfg["train"]["eval_batch_size"]), bool(self.cfg["train"]["tta_flip"]),
+                             self.amp_dtype)
+
+    def evaluate(self, data: FaceDataset) -> dict[str, Any]:
+        from ferkit.evaluation.metrics import compute_metrics
+
+        return compute_metrics(self.predict(data), data.labels, data.classes)
+
+    def _write_meta(self) -> None:
+        meta = {"git_commit": git_commit(), "ferkit": __version__, "torch": torch.__version__,
+                "python": platform.python_version(), "device": str(self.device), "world_size": self.world,
+                "num_train": len(self.train_data), "num_val": len(self.val_data) if self.val_data else 0,
+                "classes": list(self.classes), "data_meta": _jsonable(self.train_data.meta)}
+        (self.run_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj][:50]
+    if isinstance(obj, np.ndarray):
+        return f"array{list(obj.shape)}" if obj.size > 50 else obj.tolist()
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    return obj if isinstance(obj, (int, float, str, bool, type(None))) else str(obj)
+
+
+@torch.no_grad()
+def predict_probs(net: nn.Module, images: Tensor, view, device: torch.device, batch_size: int = 512,
+                  tta_flip: bool = False, amp_dtype: torch.dtype | None = None) -> np.ndarray:
+    """Softmax probabilities (N, K) for uint8 images (N, C, H, W), in batches, in eval mode.
+
+    Each row depends only on its own image (models are in eval mode: BatchNorm uses its
+    running statistics), so batching never changes a result.
+    """
+    was_training = net.training
+    net.eval()
+    out = []
+    try:
+        for i in range(0, images.shape[0], batch_size):
+            x = view(images[i:i + batch_size].to(device))
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                logits = net.predict_logits(x).float()
+                p = logits.softmax(1)
+                if tta_flip:
+                    p = 0.5 * (p + net.predict_logits(x.flip(3)).float().softmax(1))
+            out.append(p.cpu())
+    finally:
+        net.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)

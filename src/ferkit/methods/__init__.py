@@ -1,0 +1,36 @@
+"""Training methods, registered by name: ``@register_method`` on a :class:`Method` subclass."""
+
+from __future__ import annotations
+
+from ferkit.errors import ConfigError
+from ferkit.methods.base import Method
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: make ``cls`` available as ``method.name: <cls.name>`` in configs."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} needs a name")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> type[Method]:
+    _load_builtin()
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError(f"unknown method '{name}' (known: {', '.join(sorted(METHODS))})") from None
+
+
+def list_methods() -> list[str]:
+    _load_builtin()
+    return sorted(METHODS)
+
+
+def _load_builtin() -> None:
+    from ferkit.methods import ce  # noqa: F401  (registers itself)
+
+
+__all__ = ["METHODS", "Method", "get_method", "list_methods", "register_method"]
