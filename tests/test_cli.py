@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
-from synthetic import write_config
 
 from ferkit.cli import main
+from synthetic import write_config
 
 
 def run_cli(*args: str) -> tuple[int, str]:

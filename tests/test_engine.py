@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
-from synthetic import write_config
 
 from ferkit.engine.config import load_config, parse_overrides
 from ferkit.engine.hooks import Hook
 from ferkit.engine.trainer import Trainer
 from ferkit.errors import ConfigError
+from synthetic import write_config
 
 
 def test_overrides_parse_yaml_values():
@@ -64,8 +64,8 @@ def test_train_learns_and_writes_run(tmp_path, fer_csv):
                              options={"cache": False}, device="cpu")
     best = max(r["val_accuracy"] for r in epochs)
     assert metrics["accuracy"] == pytest.approx(best, abs=1e-6)  # model.pt holds the best epoch
-    assert (tmp_path / "ev" / "confusion_matrix.png").stat().st_size > 1000
-    assert (tmp_path / "ev" / "reliability.png").stat().st_size > 1000
+    assert (tmp_path / "ev" / "m_confusion_matrix.png").stat().st_size > 1000
+    assert (tmp_path / "ev" / "m_reliability.png").stat().st_size > 1000
 
 
 class _StopAt(Hook):

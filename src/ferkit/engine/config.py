@@ -9,6 +9,7 @@ know raises a ConfigError naming it, so a typo never silently falls back to a de
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,22 @@ from typing import Any
 import yaml
 
 from ferkit.errors import ConfigError, InputError
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-3`` as a string; configs mean a float (as YAML 1.2 does)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)$|^[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?$"),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
 
 #: Every key a run config may set, with its default. Comments say why a default was chosen.
 DEFAULTS: dict[str, Any] = {
@@ -110,7 +127,7 @@ def parse_overrides(items: Iterable[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else None
+        value = yaml_load(raw) if raw != "" else None
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -128,7 +145,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
         if not path.is_file():
             raise InputError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = yaml_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
         if not isinstance(loaded, Mapping):

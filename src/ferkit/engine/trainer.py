@@ -25,7 +25,13 @@ from ferkit.augment import build_augment
 from ferkit.data.types import FaceDataset
 from ferkit.engine import distributed as dist
 from ferkit.engine.batches import BatchLoader, images_to_tensor
-from ferkit.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from ferkit.engine.checkpoint import (
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
 from ferkit.engine.config import save_config
 from ferkit.engine.data import load_run_data
 from ferkit.engine.device import autocast_dtype, resolve_device

@@ -23,8 +23,9 @@ def default_split(dataset: str) -> str | None:
     return TEST_SPLITS.get(dataset)
 
 
-def align_labels(probs: np.ndarray, model_classes: tuple[str, ...], labels: np.ndarray,
-                 data_classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], dict[str, Any]]:
+def align_labels(
+    probs: np.ndarray, model_classes: tuple[str, ...], labels: np.ndarray, data_classes: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], dict[str, Any]]:
     """Restrict ``probs`` and ``labels`` to the labels the model and the dataset share."""
     if tuple(model_classes) == tuple(data_classes):
         return probs, labels, tuple(model_classes), {"shared": list(model_classes), "rows_dropped": 0}

@@ -1,0 +1,89 @@
+"""Image decoding shared by the readers: OpenCV first, PIL as a fallback, never torchvision.
+
+Decoding runs in a small thread pool (OpenCV releases the GIL), and a file that cannot be
+decoded is reported back instead of raised, so each reader decides whether to skip or fail.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+Box = tuple[int, int, int, int]  # x, y, w, h
+
+
+def read_image(path: str | os.PathLike[str], gray: bool) -> np.ndarray | None:
+    """uint8 (H,W) if ``gray`` else RGB (H,W,3); None if the file is not a decodable image."""
+    try:
+        buf = np.fromfile(str(path), dtype=np.uint8)  # fromfile + imdecode: non-ASCII paths work
+    except OSError:
+        return None
+    img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR) if buf.size else None
+    if img is not None:
+        return img if gray else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    try:  # formats OpenCV lacks (GIF, some TIFF flavours)
+        with Image.open(path) as im:
+            return np.asarray(im.convert("L" if gray else "RGB"))
+    except Exception:  # noqa: BLE001 - any decoder failure means "not an image" here
+        return None
+
+
+def fit(img: np.ndarray, size: int, box: Box | None = None, center_crop: float = 1.0) -> np.ndarray:
+    """Crop (face ``box`` clipped to the image, or a centred square fraction) and resize to size x size.
+
+    Area interpolation when shrinking (no aliasing), bilinear when enlarging.
+    """
+    h, w = img.shape[:2]
+    if box is not None:
+        x, y, bw, bh = (int(round(v)) for v in box)
+        x0, y0 = max(x, 0), max(y, 0)
+        x1, y1 = min(x + bw, w), min(y + bh, h)
+        if x1 > x0 and y1 > y0:
+            img = img[y0:y1, x0:x1]
+    if center_crop < 1.0:
+        h, w = img.shape[:2]
+        side = max(1, int(round(min(h, w) * center_crop)))
+        y0, x0 = (h - side) // 2, (w - side) // 2
+        img = img[y0:y0 + side, x0:x0 + side]
+    h, w = img.shape[:2]
+    if (h, w) == (size, size):
+        return np.ascontiguousarray(img)
+    interp = cv2.INTER_AREA if h >= size and w >= size else cv2.INTER_LINEAR
+    return cv2.resize(img, (size, size), interpolation=interp)
+
+
+def decode_many(paths: Sequence[str | Path], size: int, gray: bool, boxes: Sequence[Box] | None = None,
+                center_crop: float = 1.0, workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Decode and fit every path: (uint8 images of the readable ones, bool mask of which were readable)."""
+    n = len(paths)
+    shape = (n, size, size) if gray else (n, size, size, 3)
+    out = np.zeros(shape, np.uint8)
+    ok = np.zeros(n, bool)
+
+    def one(i: int) -> None:
+        img = read_image(paths[i], gray)
+        if img is None or img.size == 0:
+            return
+        out[i] = fit(img, size, None if boxes is None else boxes[i], center_crop)
+        ok[i] = True
+
+    workers = workers or min(8, os.cpu_count() or 1)
+    if n < 64 or workers == 1:
+        for i in range(n):
+            one(i)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one, range(n), chunksize=64))
+    if ok.all():
+        return out, ok
+    keep = np.flatnonzero(ok)  # compact in place: no second full-size copy for big datasets
+    for j, i in enumerate(keep):
+        if i != j:
+            out[j] = out[i]
+    return out[:len(keep)], ok
