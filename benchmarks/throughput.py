@@ -18,12 +18,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-from _common import FER2013, environment, results_dir, write_json
 from ferkit.augment import build_augment
 from ferkit.data import load_dataset
 from ferkit.engine.batches import BatchLoader
 from ferkit.engine.trainer import make_view
 from ferkit.models import build_model
+
+from _common import FER2013, environment, results_dir, write_json
 
 
 def timed(step, max_seconds: float, min_steps: int = 2, warmup: int = 1) -> tuple[float, int]:
@@ -107,7 +108,8 @@ def main() -> None:
             row = bench(name, size, loader, args.batch, args.max_seconds)
             rows.append(row)
             print(f"{name:10s} {size:4d}px  train {row['train_img_s']:8.1f} img/s "
-                  f"(random {row['train_img_s_random']:8.1f}, overhead {row['train_overhead']:+.1%})  infer {row['infer_img_s']:8.1f} img/s (random "
+                  f"(random {row['train_img_s_random']:8.1f}, overhead {row['train_overhead']:+.1%})  "
+                  f"infer {row['infer_img_s']:8.1f} img/s (random "
                   f"{row['infer_img_s_random']:8.1f}, overhead {row['infer_overhead']:+.1%})", flush=True)
     out = results_dir(args.out)
     write_json(out / "throughput.json", {"rows": rows, "environment": environment()})

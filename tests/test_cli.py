@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from ferkit.cli import main
+
 from synthetic import write_config
 
 

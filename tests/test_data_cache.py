@@ -12,6 +12,7 @@ import ferkit.data.fer2013 as fer_mod
 import ferkit.data.images as images_mod
 from ferkit.data import load_dataset
 from ferkit.data.cache import cache_dir, load_entry
+
 from fixtures_data import isolated_cache, make_folder, write_fer2013  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")

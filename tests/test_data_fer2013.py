@@ -8,6 +8,7 @@ import pytest
 from ferkit.data import DATASETS, FaceDataset, load_dataset, register_dataset
 from ferkit.errors import ConfigError, InputError, UnknownLabelError
 from ferkit.labels import BASIC7, FER2013
+
 from fixtures_data import isolated_cache, write_fer2013  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")

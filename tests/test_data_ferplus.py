@@ -11,6 +11,7 @@ from ferkit.data import load_dataset
 from ferkit.data.ferplus import process_votes
 from ferkit.errors import ConfigError, InputError
 from ferkit.labels import CANONICAL
+
 from fixtures_data import REAL_DATA, isolated_cache, write_fer2013, write_votes  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")

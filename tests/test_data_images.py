@@ -8,6 +8,7 @@ import pytest
 from ferkit.data import load_dataset
 from ferkit.errors import ConfigError, InputError, UnknownLabelError
 from ferkit.labels import BASIC7, CANONICAL, RAFDB_BASIC, RAFDB_COMPOUND
+
 from fixtures_data import (  # noqa: F401
     JAFFE_FILES,
     RAF_BASIC,

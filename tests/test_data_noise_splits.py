@@ -7,6 +7,7 @@ import pytest
 
 from ferkit.data import inject_noise, load_dataset, split_labelled, subsample
 from ferkit.errors import ConfigError
+
 from fixtures_data import isolated_cache, write_fer2013  # noqa: F401
 
 

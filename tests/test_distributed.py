@@ -12,6 +12,7 @@ import torch
 from ferkit.engine.checkpoint import load_checkpoint
 from ferkit.engine.config import load_config
 from ferkit.engine.trainer import Trainer
+
 from synthetic import write_config
 
 

@@ -11,6 +11,7 @@ from ferkit.engine.config import load_config, parse_overrides
 from ferkit.engine.hooks import Hook
 from ferkit.engine.trainer import Trainer
 from ferkit.errors import ConfigError
+
 from synthetic import write_config
 
 

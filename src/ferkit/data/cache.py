@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ferkit.atomic import atomic_write
 from ferkit.data.types import FaceDataset
 
 #: Bump when the on-disk layout or any reader's decoding changes, to ignore older entries.
@@ -85,22 +85,6 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot store {type(obj).__name__} in a cache entry's meta")
 
 
-def _atomic_write(target: Path, write: Callable[[Any], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def save_entry(entry: Path, data: FaceDataset) -> None:
     """Write ``data`` as a cache entry (arrays, then ``entry.json`` last)."""
     entry.mkdir(parents=True, exist_ok=True)
@@ -120,12 +104,12 @@ def save_entry(entry: Path, data: FaceDataset) -> None:
             meta_json[k] = v
     shapes = {}
     for name, arr in arrays.items():
-        _atomic_write(entry / f"{name}.npy", lambda f, a=arr: np.save(f, a, allow_pickle=False))
+        atomic_write(entry / f"{name}.npy", lambda f, a=arr: np.save(f, a, allow_pickle=False))
         shapes[name] = [list(arr.shape), arr.dtype.str]
     manifest = {"version": CACHE_VERSION, "classes": list(data.classes), "split": data.split,
                 "source": data.source, "meta": meta_json, "meta_arrays": meta_arrays, "arrays": shapes}
     text = json.dumps(manifest, default=_json_default).encode()
-    _atomic_write(entry / _ENTRY, lambda f: f.write(text))
+    atomic_write(entry / _ENTRY, lambda f: f.write(text))
 
 
 def load_entry(entry: Path) -> FaceDataset | None:

@@ -195,6 +195,6 @@ def _check_method(cfg: dict) -> None:
 
 def save_config(cfg: Mapping, path: str | Path) -> None:
     """Write the resolved config (atomically), so the run can be repeated exactly."""
-    from ferkit.engine.checkpoint import atomic_write_text
+    from ferkit.atomic import atomic_write_text
 
     atomic_write_text(Path(path), yaml.safe_dump(dict(cfg), sort_keys=False))

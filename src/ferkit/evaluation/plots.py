@@ -9,7 +9,6 @@ folders and returns the path written.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ferkit.atomic import atomic_write
 from ferkit.evaluation.metrics import expected_calibration_error
 
 DPI = 120
@@ -34,16 +34,10 @@ def new_figure(figsize: tuple[float, float]) -> Figure:
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
     """Write ``fig`` as PNG to ``path`` atomically and release its artists."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
+        return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight"))
     finally:
-        tmp.unlink(missing_ok=True)
         fig.clear()
-    return path
 
 
 # ---- confusion matrix -------------------------------------------------------------------------
