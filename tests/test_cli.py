@@ -74,6 +74,19 @@ def test_unknown_label_in_folder_dataset(tmp_path, fer_csv, capsys):
     assert "grumpy" in _one_error_line(capsys.readouterr().err)
 
 
+def test_files_that_are_not_images(tmp_path):
+    root = tmp_path / "faces"
+    (root / "happy").mkdir(parents=True)
+    (root / "happy" / "a.jpg").write_text("not an image")
+    cfg = write_config(tmp_path / "r.yaml", root, tmp_path / "runs",
+                       data={"dataset": "folder", "train_split": None, "val_split": None})
+    code, err = run_cli("train", str(cfg))  # a real process: pytest would capture the warning
+    assert code == 2
+    assert "ferkit: warning: " in err and "a.jpg" in err  # the unreadable file is named
+    assert "has no readable images" in err.strip().splitlines()[-1]
+    assert "Traceback" not in err and not (tmp_path / "runs").exists()
+
+
 def test_gz_that_is_not_gzip(tmp_path, capsys):
     bad = tmp_path / "fer.csv.gz"
     bad.write_bytes(b"plain text, not gzip")

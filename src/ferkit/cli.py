@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -117,6 +118,7 @@ def models(as_json: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script: FerkitErrors become one line and exit code 2."""
+    warnings.formatwarning = _one_line_warning
     try:
         cli.main(args=argv, prog_name="ferkit", standalone_mode=False)
     except FerkitError as exc:
@@ -132,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("ferkit: interrupted (the last checkpoint is kept; run again to resume)", err=True)
         return 130
     return 0
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ARG001
+    """Warnings meant for the user (a skipped file) read as one line, without source lines."""
+    return f"ferkit: warning: {message}\n"
 
 
 if __name__ == "__main__":
