@@ -4,7 +4,7 @@
 
 Trains the run (resuming if it was interrupted), evaluates its model.pt on PublicTest (with and
 without flip averaging), builds the run report, and copies into results/ce_fer2013_baseline/:
-metrics JSON + confusion matrix + reliability diagram, the curves, the epoch table, the exact
+metrics JSON + confusion matrix + reliability diagram, the run report (curves, epoch table), the exact
 config, meta.json (git commit, versions) and the model file.
 """
 
@@ -33,9 +33,7 @@ def collect(run_dir: Path, out: Path, data_path: Path) -> dict:
     make_report(run_dir)
     for name in ("config.yaml", "meta.json", "metrics.csv", "log.jsonl", "model.pt"):
         shutil.copy2(run_dir / name, out / name)
-    for png in (run_dir / "report").glob("*.png"):
-        shutil.copy2(png, out / f"curves_{png.name}")
-    shutil.copy2(run_dir / "report" / "report.md", out / "report.md")
+    shutil.copytree(run_dir / "report", out / "report", dirs_exist_ok=True)
     return summary
 
 

@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
 
 from ferkit.labels import CANONICAL  # noqa: E402
 
-__all__ = ["CANONICAL", "__version__"]
+__all__ = ["CANONICAL", "Recognizer", "__version__", "list_models"]
+
+
+def __getattr__(name: str) -> Any:
+    """``Recognizer`` and ``list_models`` load on first use, so ``import ferkit`` stays cheap."""
+    if name == "Recognizer":
+        from ferkit.inference.recognizer import Recognizer
+
+        return Recognizer
+    if name == "list_models":
+        from ferkit.inference.zoo import list_models
+
+        return list_models
+    raise AttributeError(f"module 'ferkit' has no attribute {name!r}")

@@ -23,7 +23,8 @@ Policies (``build_augment``; any field of :class:`AugmentConfig` can be overridd
   horizontal flip p 0.5, rotation +-10 deg, brightness and contrast +-20 %, random erasing
   p 0.25 (area 0.02-0.33, aspect 0.3-3.3, filled with 0). The usual FER recipe (SCN/EAC/RUL
   crop + flip + erasing) kept mild, since 48 px faces have little margin to crop.
-- ``weak`` (FixMatch weak view): horizontal flip p 0.5 + translation up to 12.5 % per axis.
+- ``weak`` (FixMatch weak view): horizontal flip p 0.5 + translation up to 12.5 % per axis,
+  the uncovered border filled by reflection (FixMatch pads with ``reflect``).
 - ``strong`` (FixMatch strong view): ``weak`` + RandAugment: per sample N=2 distinct ops drawn
   uniformly from ``RANDAUG_OPS``, each with its own magnitude m ~ U(0, 1) (FixMatch's
   "RandAugmentMC" draws a random magnitude instead of a fixed one). Ranges at m = 1:
@@ -43,7 +44,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -120,7 +121,6 @@ class AugmentConfig:
     randaug_ops: tuple[str, ...] = RANDAUG_OPS
     randaug_magnitude: tuple[float, float] = (0.0, 1.0)  # m drawn per sample and op in this range
     padding_mode: str = "zeros"  # grid_sample padding outside the source: zeros | border | reflection
-    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes, ignored
 
     def validate(self) -> AugmentConfig:
         for name in ("hflip", "erase_p", "noise_p", "blur_p"):
@@ -155,8 +155,8 @@ POLICIES: dict[str, AugmentConfig] = {
     "eval": AugmentConfig(),
     "train": AugmentConfig(scale=(0.8, 1.0), ratio=(0.9, 1.1), hflip=0.5, rotate=10.0, brightness=0.2,
                            contrast=0.2, erase_p=0.25),
-    "weak": AugmentConfig(hflip=0.5, translate=0.125),
-    "strong": AugmentConfig(hflip=0.5, translate=0.125, randaug_n=2),
+    "weak": AugmentConfig(hflip=0.5, translate=0.125, padding_mode="reflection"),
+    "strong": AugmentConfig(hflip=0.5, translate=0.125, randaug_n=2, padding_mode="reflection"),
 }
 
 
@@ -400,7 +400,7 @@ class Augment(nn.Module):
     def extra_repr(self) -> str:
         d = asdict(self.config)
         default = asdict(AugmentConfig())
-        changed = {k: v for k, v in d.items() if v != default[k] and k != "extra"}
+        changed = {k: v for k, v in d.items() if v != default[k]}
         return f"policy={self.name!r}, image_size={self.image_size}, channels={self.channels}, {changed}"
 
     @torch.no_grad()
@@ -413,7 +413,7 @@ class Augment(nn.Module):
         if x.shape[0] == 0:
             return x.new_zeros(0, self.channels, self.image_size, self.image_size)
         if self.deterministic:
-            return resize(x, self.image_size).clamp_(0, 1)
+            return resize(x, self.image_size).clamp(0, 1)
         c = self.config
         B = x.shape[0]
         draw = _Draw(generator, x.device)
@@ -450,7 +450,7 @@ class Augment(nn.Module):
             if c.hue > 0:
                 x = adjust_hue(x, draw.u(B, -c.hue, c.hue))
         if c.brightness > 0 or c.contrast > 0 or c.saturation > 0 or c.hue > 0:
-            x = x.clamp_(0, 1)
+            x = x.clamp(0, 1)
 
         if ra:
             x = self._randaug_pixel_ops(x, ra, draw)

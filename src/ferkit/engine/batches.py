@@ -9,6 +9,7 @@ batch, see exactly the batches a single uninterrupted process would.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -25,7 +26,9 @@ def images_to_tensor(images: np.ndarray, channels: int) -> Tensor:
     arr = np.asarray(images)
     if arr.ndim == 2:
         arr = arr[None]
-    t = torch.from_numpy(np.ascontiguousarray(arr))
+    with warnings.catch_warnings():  # a read-only memmap from the decode cache: shared, never written
+        warnings.simplefilter("ignore", UserWarning)
+        t = torch.from_numpy(np.ascontiguousarray(arr))
     t = t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2)
     if t.shape[1] == channels:
         return t.contiguous()

@@ -226,7 +226,9 @@ class Trainer:
         if self.cfg["train"]["resume"] and last.exists():
             self.resume(last)
             if dist.is_main():
-                print(f"resuming {self.run_dir} at epoch {self.epoch + 1}, step {self.step}", flush=True)
+                where = (f"at epoch {self.epoch + 1}, step {self.step}" if self.epoch < self.epochs
+                         else f"(already complete: {self.epochs} epochs)")
+                print(f"resuming {self.run_dir} {where}", flush=True)
         if dist.is_main():
             save_config(self.cfg, self.run_dir / "config.yaml")
             self._write_meta()

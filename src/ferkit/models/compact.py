@@ -92,7 +92,7 @@ def compact(in_channels: int = 1, image_size: int = 48, stem: int = 32,
 
 @register_model("compact_wide")
 def compact_wide(in_channels: int = 1, image_size: int = 48, stem: int = 32,
-                 stages: Sequence[Sequence[int]] = ((64, 2), (128, 2), (256, 2)), head_dim: int = 512,
+                 stages: Sequence[Sequence[int]] = ((64, 1), (128, 1), (256, 1)), head_dim: int = 0,
                  ) -> CompactNet:
     """Slower, more accurate sibling of ``compact``."""
     return _compact(in_channels, stem, stages, head_dim)

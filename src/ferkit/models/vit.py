@@ -6,7 +6,7 @@ embeddings sized from ``image_size``. Parameter names follow the common ViT layo
 
 Patch size: ``patch_size=None`` picks 16 at >= 112 px (224 px -> 14x14 tokens, the standard
 ViT) and below that the divisor of ``image_size`` giving a grid closest to 12x12
-(48 px -> 4, 12x12 tokens; 64 px -> 4, 16x16; 96 px -> 8, 12x12). A 16 px patch on a 48 px
+(48 px -> 4, 12x12 tokens; 64 px -> 4, 16x16; 96 px -> 8, 12x12; closeness on a log scale). A 16 px patch on a 48 px
 face would leave a 3x3 grid, too coarse to learn from.
 
 ``embed`` = cls token after the final norm; ``feature_map`` = the patch tokens (also after the
@@ -14,6 +14,8 @@ final norm) reshaped to (B, D, h, w).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +30,9 @@ def default_patch_size(image_size: int) -> int:
     """16 at >= 112 px, else the divisor of image_size whose grid is closest to 12x12."""
     if image_size >= 112 and image_size % 16 == 0:
         return 16
+    target = 14 if image_size >= 112 else 12
     divisors = [p for p in range(1, image_size + 1) if image_size % p == 0]
-    return min(divisors, key=lambda p: (abs(image_size / p - (14 if image_size >= 112 else 12)), -p))
+    return min(divisors, key=lambda p: (abs(math.log(image_size / p / target)), p))
 
 
 class DropPath(nn.Module):

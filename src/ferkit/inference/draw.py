@@ -1,0 +1,60 @@
+"""Drawing predictions on a copy of the image: box, label and score, top-3 bars, uncertainty."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+_BOX = (40, 220, 40)
+_TEXT_BG = (0, 0, 0)
+_BAR = (255, 190, 40)
+_WHITE = (255, 255, 255)
+
+
+def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, thick: int) -> tuple[int, int, int]:
+    """White text on a black band at ``org`` (top-left); returns the band's right edge, top and height."""
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    x, y = org
+    h, w = img.shape[:2]
+    x = int(min(max(0, x), max(0, w - tw - 4)))
+    y = int(min(max(0, y), max(0, h - th - base - 4)))
+    cv2.rectangle(img, (x, y), (x + tw + 4, y + th + base + 4), _TEXT_BG, -1)
+    cv2.putText(img, text, (x + 2, y + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, _WHITE, thick, cv2.LINE_AA)
+    return x + tw + 4, y, th + base + 4
+
+
+def overlay_cams(rgb: np.ndarray, cams: list[np.ndarray], alpha: float = 0.45) -> np.ndarray:
+    """``rgb`` with class activation maps (float (H, W) in [0, 1]) blended in as a JET heat map."""
+    if not cams:
+        return rgb
+    heat = np.clip(np.max(np.stack(cams), axis=0), 0, 1)
+    color = cv2.cvtColor(cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    a = (alpha * (heat > 0.02))[:, :, None]
+    return (rgb * (1 - a) + color * a).round().astype(np.uint8)
+
+
+def annotate(rgb: np.ndarray, results: list[dict], top: int = 3, cams: list[np.ndarray] | None = None) -> np.ndarray:
+    """A copy of ``rgb`` with each face's box, ``label p``, the top-``top`` probabilities as bars,
+    the uncertainty and the landmarks drawn on it (and the class activation maps, if given)."""
+    img = np.ascontiguousarray(overlay_cams(rgb, cams) if cams else rgb.copy())
+    h, w = img.shape[:2]
+    unit = max(h, w) / 640.0
+    scale, thick = max(0.35, 0.5 * unit), max(1, int(round(unit)))
+    for r in results:
+        x, y, bw, bh = (int(round(v)) for v in r["box"])
+        cv2.rectangle(img, (x, y), (x + bw, y + bh), _BOX, max(1, thick + 1))
+        for px, py in r.get("landmarks") or []:
+            cv2.circle(img, (int(round(px)), int(round(py))), max(1, thick + 1), (255, 60, 60), -1)
+        label = r["label"]
+        _text(img, f"{label} {r['probs'][label]:.2f}", (x, y - int(22 * unit) - 4), scale, thick)
+        # panel under the box: top-k bars and the uncertainty
+        yy = y + bh + 2
+        bar_len = int(70 * unit)
+        ranked = sorted(r["probs"].items(), key=lambda kv: -kv[1])[:top]
+        for name, p in ranked:
+            x1, ty, hh = _text(img, f"{name[:10]} {p:.2f}", (x, yy), scale * 0.8, thick)
+            cv2.rectangle(img, (x1, ty), (x1 + bar_len + 4, ty + hh), _TEXT_BG, -1)
+            cv2.rectangle(img, (x1 + 2, ty + 3), (x1 + 2 + max(1, int(bar_len * p)), ty + hh - 3), _BAR, -1)
+            yy = ty + hh
+        _text(img, f"uncertainty {r['uncertainty']:.2f}", (x, yy), scale * 0.8, thick)
+    return img

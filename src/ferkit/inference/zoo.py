@@ -1,0 +1,88 @@
+"""Named models: a small registry mapping names to weight files in ``ferkit/weights/``.
+
+Each entry has a model card (a dict: what the model is, its input, labels, training data,
+licence, metrics). A ``<file stem>.json`` next to the weights file, when present, is merged into
+the card, so shipping a model is: copy ``model.pt`` into ``ferkit/weights/`` and write its card.
+Names are resolved by :func:`resolve_model`; anything that is not a registered name is taken as
+a path (a run directory, a ``model.pt`` or a trainer checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ferkit.errors import InputError
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+#: name -> {"file": path relative to WEIGHTS_DIR (or absolute), "card": {...}}
+MODELS: dict[str, dict[str, Any]] = {}
+#: alternative names -> registered name
+ALIASES: dict[str, str] = {}
+
+
+def register_model(name: str, file: str | Path, card: dict[str, Any] | None = None,
+                   aliases: tuple[str, ...] = ()) -> None:
+    """Register ``name`` for the weights ``file`` (relative to ``ferkit/weights/`` or absolute)."""
+    MODELS[name] = {"file": str(file), "card": dict(card or {})}
+    for a in aliases:
+        ALIASES[a] = name
+
+
+def _path(entry: dict[str, Any]) -> Path:
+    p = Path(entry["file"])
+    return p if p.is_absolute() else WEIGHTS_DIR / p
+
+
+def model_card(name: str) -> dict[str, Any]:
+    """The card of a registered model: its registry card, the sidecar JSON, file and availability."""
+    key = ALIASES.get(name, name)
+    entry = MODELS[key]
+    path = _path(entry)
+    card = {"name": key, "aliases": sorted(a for a, n in ALIASES.items() if n == key), **entry["card"]}
+    side = path.with_suffix(".json")
+    if side.is_file():
+        try:
+            card.update(json.loads(side.read_text()))
+        except (OSError, ValueError):
+            card["card_error"] = f"unreadable model card {side.name}"
+    card.update(file=str(path), available=path.is_file())
+    return card
+
+
+def list_models() -> list[dict[str, Any]]:
+    """Every registered model with its card (``available`` says whether its weights are installed)."""
+    return [model_card(name) for name in MODELS]
+
+
+def resolve_model(model: str | Path) -> Path:
+    """The weights file of a registered name, or ``model`` itself as a path; InputError if neither."""
+    name = str(model)
+    key = ALIASES.get(name, name)
+    if key in MODELS:
+        path = _path(MODELS[key])
+        if not path.is_file():
+            raise InputError(f"model '{name}' is registered but its weights are not installed ({path}); "
+                             "give a run directory, model.pt or checkpoint instead")
+        return path
+    path = Path(model)
+    if path.exists():
+        return path
+    known = ", ".join(sorted(set(MODELS) | set(ALIASES)))
+    raise InputError(f"unknown model '{name}': not a registered name ({known}) nor an existing path")
+
+
+register_model(
+    "fer2013-compact-48g-7",
+    "fer2013_compact_48g_7.pt",
+    {
+        "description": "compact CNN trained with cross-entropy on FER2013 (Training split)",
+        "architecture": "compact",
+        "input": "48x48 grayscale face, FER2013 framing (alignment template 'fer2013')",
+        "labels": ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear"],
+        "training_data": "FER2013 Training (28,709 faces); research use, see the dataset's terms",
+    },
+    aliases=("default",),
+)
