@@ -31,7 +31,7 @@ def collect(run_dir: Path, out: Path, data_path: Path) -> dict:
         m = evaluate_model(run_dir, "fer2013", data_path, "PublicTest", out / f"{name}.json", tta_flip=flip)
         summary[name] = {k: m[k] for k in ("accuracy", "macro_f1", "mean_class_accuracy", "nll", "ece", "brier", "n")}
     make_report(run_dir)
-    for name in ("config.yaml", "meta.json", "metrics.csv", "log.jsonl", "model.pt"):
+    for name in ("config.yaml", "meta.json", "metrics.csv", "log.jsonl", "model.pt"):  # model.pt: for bundle_model.py
         shutil.copy2(run_dir / name, out / name)
     shutil.copytree(run_dir / "report", out / "report", dirs_exist_ok=True)
     return summary

@@ -1,11 +1,15 @@
-"""Training and inference images/s of each backbone at 48, 64 and 112 px, real data vs random tensors.
+"""Training and inference images/s of each backbone at 48, 64 and 112 px, and what the data pipeline adds.
 
-For every backbone and size it times the same step twice: fed from the real pipeline (FER2013
-uint8 rows from the in-memory BatchLoader, batched "train" augmentation or "eval" resize, then
-normalisation) and fed a ready random tensor. ``overhead = real_time / random_time - 1`` is what
-the data pipeline costs on top of the model. Batch 128, 2 threads, CPU.
+The training loop is synchronous: a step is the pipeline (index the in-memory uint8 FER2013
+rows, batched "train" augmentation or "eval" resize, normalisation) followed by the model's
+forward/backward/step. So for every backbone and size this times the two parts separately:
+the pipeline over many batches, and the model step on a ready random tensor (the "random input"
+figure), and reports ``overhead = pipeline / model``: real images/s is ``batch / (pipeline +
+model)``. Where a step is cheap enough, the full real step is also timed directly as a check
+(``*_overhead_direct``). Batch 128, 2 threads, CPU. Rows are written as they finish, cheapest
+backbones first, so a long run can be stopped and still leaves its table.
 
-    python benchmarks/throughput.py [--backbones compact,resnet18] [--sizes 48,64] [--max-seconds 6]
+    python benchmarks/throughput.py [--backbones compact,resnet18] [--sizes 48,64] [--max-seconds 5]
 
 Writes results/throughput/{throughput.json,throughput.md,config.json}.
 """
@@ -38,15 +42,13 @@ def timed(step, max_seconds: float, min_steps: int = 2, warmup: int = 1) -> tupl
     return (time.perf_counter() - t0) / n, n
 
 
-def bench(name: str, size: int, loader: BatchLoader, batch: int, max_seconds: float) -> dict:
+def bench(name: str, size: int, loader: BatchLoader, batch: int, max_seconds: float, direct_below: float) -> dict:
     torch.manual_seed(0)
     model = build_model(name, num_classes=7, in_channels=1, image_size=size)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     train_view = make_view(build_augment("train", size, 1), 0.5, 0.5)
     eval_view = make_view(build_augment("eval", size, 1), 0.5, 0.5)
     batches = loader.batches(epoch=0)
-    rand_x = torch.randn(batch, 1, size, size)
-    rand_y = torch.randint(0, 7, (batch,))
 
     def next_batch():
         nonlocal batches
@@ -62,66 +64,94 @@ def bench(name: str, size: int, loader: BatchLoader, batch: int, max_seconds: fl
         loss.backward()
         opt.step()
 
-    def train_real():
-        b = next_batch()
-        train_step(train_view(b["images"]), b["labels"])
+    rand_x, rand_y = torch.randn(batch, 1, size, size), torch.randint(0, 7, (batch,))
+    small_x, small_y = rand_x[:16], rand_y[:16]
+    row = {"backbone": name, "size": size, "batch": batch,
+           "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3)}
 
-    def train_rand():
-        train_step(rand_x, rand_y)
+    # the pipeline alone: cheap, so many repeats
+    pipe_train, _ = timed(lambda: train_view(next_batch()["images"]), 1.0, min_steps=5)
+    with torch.no_grad():
+        pipe_infer, _ = timed(lambda: eval_view(next_batch()["images"]), 1.0, min_steps=5)
 
-    @torch.no_grad()
-    def infer_real():
-        model(eval_view(next_batch()["images"]))
-
-    @torch.no_grad()
-    def infer_rand():
-        model(rand_x)
-
-    row = {"backbone": name, "size": size, "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3)}
+    # the model alone on a ready tensor; warm-up on a small batch so a slow model costs one big step
     model.train()
-    (tr, ntr), (trr, ntrr) = timed(train_real, max_seconds), timed(train_rand, max_seconds)
+    train_step(small_x, small_y)
+    t_train, n_train = timed(lambda: train_step(rand_x, rand_y), max_seconds, min_steps=1, warmup=0)
     model.eval()
-    (ir, nir), (irr, nirr) = timed(infer_real, max_seconds), timed(infer_rand, max_seconds)
+    with torch.no_grad():
+        model(small_x)
+        t_infer, n_infer = timed(lambda: model(rand_x), max_seconds, min_steps=1, warmup=0)
+
     row.update({
-        "train_img_s": batch / tr, "train_img_s_random": batch / trr, "train_overhead": tr / trr - 1,
-        "infer_img_s": batch / ir, "infer_img_s_random": batch / irr, "infer_overhead": ir / irr - 1,
-        "steps_timed": [ntr, ntrr, nir, nirr],
+        "train_img_s": batch / (pipe_train + t_train), "train_img_s_random": batch / t_train,
+        "train_overhead": pipe_train / t_train, "pipeline_train_ms": 1000 * pipe_train,
+        "infer_img_s": batch / (pipe_infer + t_infer), "infer_img_s_random": batch / t_infer,
+        "infer_overhead": pipe_infer / t_infer, "pipeline_infer_ms": 1000 * pipe_infer,
+        "steps_timed": {"train": n_train, "infer": n_infer},
     })
+    if t_train < direct_below:  # check the decomposition: time the whole real step directly
+        model.train()
+
+        def real_step():
+            b = next_batch()
+            train_step(train_view(b["images"]), b["labels"])
+
+        t_real, _ = timed(real_step, max_seconds, min_steps=3)
+        model.eval()
+        with torch.no_grad():
+            t_real_inf, _ = timed(lambda: model(eval_view(next_batch()["images"])), max_seconds, min_steps=3)
+        row.update({"train_img_s_direct": batch / t_real, "train_overhead_direct": t_real / t_train - 1,
+                    "infer_img_s_direct": batch / t_real_inf, "infer_overhead_direct": t_real_inf / t_infer - 1})
     return row
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--backbones", default="compact,resnet18,resnet34,resnet50,vit_tiny,vit_small,vit_base")
-    ap.add_argument("--sizes", default="48,64,112")
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--max-seconds", type=float, default=6.0, help="timing budget per measurement")
-    ap.add_argument("--out", default="throughput")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    data = load_dataset("fer2013", FER2013, "Training")
-    loader = BatchLoader(data, 1, args.batch, shuffle=True, seed=0)
-    rows = []
-    for size in [int(s) for s in args.sizes.split(",")]:
-        for name in args.backbones.split(","):
-            row = bench(name, size, loader, args.batch, args.max_seconds)
-            rows.append(row)
-            print(f"{name:10s} {size:4d}px  train {row['train_img_s']:8.1f} img/s "
-                  f"(random {row['train_img_s_random']:8.1f}, overhead {row['train_overhead']:+.1%})  "
-                  f"infer {row['infer_img_s']:8.1f} img/s (random "
-                  f"{row['infer_img_s_random']:8.1f}, overhead {row['infer_overhead']:+.1%})", flush=True)
-    out = results_dir(args.out)
+def write_table(out, rows, args) -> str:
     write_json(out / "throughput.json", {"rows": rows, "environment": environment()})
     write_json(out / "config.json", vars(args))
     lines = ["| backbone | px | params (M) | train img/s | train, random input | overhead | infer img/s |"
              " infer, random input | overhead |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['backbone']} | {r['size']} | {r['params_m']} | {r['train_img_s']:.0f} | "
-                     f"{r['train_img_s_random']:.0f} | {r['train_overhead']:+.1%} | {r['infer_img_s']:.0f} | "
-                     f"{r['infer_img_s_random']:.0f} | {r['infer_overhead']:+.1%} |")
-    (out / "throughput.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        lines.append(f"| {r['backbone']} | {r['size']} | {r['params_m']} | {r['train_img_s']:.1f} | "
+                     f"{r['train_img_s_random']:.1f} | {r['train_overhead']:+.1%} | {r['infer_img_s']:.1f} | "
+                     f"{r['infer_img_s_random']:.1f} | {r['infer_overhead']:+.1%} |")
+    checks = [r for r in rows if "train_overhead_direct" in r]
+    if checks:
+        lines += ["", "Direct check (the whole real step timed, vs the same model on random input):", "",
+                  "| backbone | px | train overhead, direct | infer overhead, direct |", "|---|---|---|---|"]
+        lines += [f"| {r['backbone']} | {r['size']} | {r['train_overhead_direct']:+.1%} | "
+                  f"{r['infer_overhead_direct']:+.1%} |" for r in checks]
+    text = "\n".join(lines) + "\n"
+    (out / "throughput.md").write_text(text)
+    return text
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backbones", default="compact,vit_tiny,resnet18,vit_small,resnet34,resnet50,vit_base")
+    ap.add_argument("--sizes", default="48,64,112")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-seconds", type=float, default=6.0, help="timing budget per measurement")
+    ap.add_argument("--direct-below", type=float, default=1.0,
+                    help="also time the whole real step directly when a model step takes less (s)")
+    ap.add_argument("--out", default="throughput")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    data = load_dataset("fer2013", FER2013, "Training")
+    loader = BatchLoader(data, 1, args.batch, shuffle=True, seed=0)
+    out = results_dir(args.out)
+    rows = []
+    for name in args.backbones.split(","):
+        for size in [int(s) for s in args.sizes.split(",")]:
+            row = bench(name, size, loader, args.batch, args.max_seconds, args.direct_below)
+            rows.append(row)
+            print(f"{name:10s} {size:4d}px  train {row['train_img_s']:8.1f} img/s "
+                  f"(random {row['train_img_s_random']:8.1f}, overhead {row['train_overhead']:+.1%})  "
+                  f"infer {row['infer_img_s']:8.1f} img/s (random "
+                  f"{row['infer_img_s_random']:8.1f}, overhead {row['infer_overhead']:+.1%})", flush=True)
+            write_table(out, rows, args)
+    print(write_table(out, rows, args))
 
 
 if __name__ == "__main__":

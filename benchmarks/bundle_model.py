@@ -1,0 +1,63 @@
+"""Ship a trained run as a bundled model: src/ferkit/weights/<file>.pt plus its model card JSON.
+
+    python benchmarks/bundle_model.py RESULTS_DIR FILE_STEM [--tta-flip]
+
+RESULTS_DIR is a benchmark's results folder holding model.pt, config.yaml, meta.json and
+summary.json (e.g. results/ce_fer2013_baseline). The card records the data, the config, the
+PublicTest metrics and the commit the weights were trained at; ferkit.inference.zoo merges it
+into the registry's card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import yaml
+
+from ferkit.atomic import atomic_write_text
+from ferkit.engine.checkpoint import load_checkpoint, save_checkpoint
+
+from _common import REPO
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", type=Path)
+    ap.add_argument("stem")
+    ap.add_argument("--tta-flip", action="store_true", help="average with the mirrored face at inference")
+    ap.add_argument("--description", default="")
+    ap.add_argument("--limits", nargs="*", default=[])
+    args = ap.parse_args()
+    res = args.results
+    ck = load_checkpoint(res / "model.pt")
+    ck["preprocess"]["tta_flip"] = bool(args.tta_flip)
+    out = REPO / "src" / "ferkit" / "weights" / f"{args.stem}.pt"
+    save_checkpoint(ck, out)
+    summary = json.loads((res / "summary.json").read_text())
+    meta = json.loads((res / "meta.json").read_text())
+    cfg = yaml.safe_load((res / "config.yaml").read_text())
+    key = "publictest_flip" if args.tta_flip else "publictest"
+    card = {
+        "description": args.description,
+        "trained_with": f"ferkit train configs/{cfg['name']}.yaml (benchmarks/ce_baseline.py --config ...)",
+        "method": cfg["method"],
+        "model": ck["model"],
+        "preprocess": ck["preprocess"],
+        "training_data": f"FER2013 Training ({meta['num_train']} faces), selected on PublicTest "
+                         f"({meta['num_val']} faces)",
+        "epochs": summary["epochs"], "best_epoch": summary["best_epoch"],
+        "publictest": summary[key],
+        "publictest_without_flip": summary["publictest"],
+        "trained_at_commit": meta["git_commit"],
+        "size_mb": round(out.stat().st_size / 2**20, 2),
+        "known_limits": args.limits,
+        "results": str(res.relative_to(REPO) if res.is_absolute() else res),
+    }
+    atomic_write_text(out.with_suffix(".json"), json.dumps(card, indent=2) + "\n")
+    print(f"wrote {out} ({card['size_mb']} MB) and its card; PublicTest accuracy {card['publictest']['accuracy']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
