@@ -17,6 +17,7 @@ Writes results/throughput/{throughput.json,throughput.md,config.json}.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
@@ -24,8 +25,7 @@ import torch.nn.functional as F
 
 from ferkit.augment import build_augment
 from ferkit.data import load_dataset
-from ferkit.engine.batches import BatchLoader
-from ferkit.engine.trainer import make_view
+from ferkit.engine.batches import BatchLoader, make_view
 from ferkit.models import build_model
 
 from _common import FER2013, environment, results_dir, write_json
@@ -69,10 +69,10 @@ def bench(name: str, size: int, loader: BatchLoader, batch: int, max_seconds: fl
     row = {"backbone": name, "size": size, "batch": batch,
            "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3)}
 
-    # the pipeline alone: cheap, so many repeats
-    pipe_train, _ = timed(lambda: train_view(next_batch()["images"]), 1.0, min_steps=5)
+    # the pipeline alone: cheap, so many repeats (after warm-up calls, like the model's)
+    pipe_train, _ = timed(lambda: train_view(next_batch()["images"]), 1.0, min_steps=5, warmup=3)
     with torch.no_grad():
-        pipe_infer, _ = timed(lambda: eval_view(next_batch()["images"]), 1.0, min_steps=5)
+        pipe_infer, _ = timed(lambda: eval_view(next_batch()["images"]), 1.0, min_steps=5, warmup=3)
 
     # the model alone on a ready tensor; warm-up on a small batch so a slow model costs one big step
     model.train()
@@ -106,12 +106,20 @@ def bench(name: str, size: int, loader: BatchLoader, batch: int, max_seconds: fl
     return row
 
 
+ORDER = ["compact", "compact_wide", "resnet18", "resnet34", "resnet50", "vit_tiny", "vit_small", "vit_base"]
+
+
 def write_table(out, rows, args) -> str:
+    rows = sorted(rows, key=lambda r: (ORDER.index(r["backbone"]) if r["backbone"] in ORDER else 99, r["size"]))
     write_json(out / "throughput.json", {"rows": rows, "environment": environment()})
     write_json(out / "config.json", vars(args))
     lines = ["| backbone | px | params (M) | train img/s | train, random input | overhead | infer img/s |"
              " infer, random input | overhead |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if "not_measured" in r:
+            lines.append(f"| {r['backbone']} | {r['size']} | {r.get('params_m', '')} | not measured: "
+                         f"{r['not_measured']} | | | | | |")
+            continue
         lines.append(f"| {r['backbone']} | {r['size']} | {r['params_m']} | {r['train_img_s']:.1f} | "
                      f"{r['train_img_s_random']:.1f} | {r['train_overhead']:+.1%} | {r['infer_img_s']:.1f} | "
                      f"{r['infer_img_s_random']:.1f} | {r['infer_overhead']:+.1%} |")
@@ -126,6 +134,12 @@ def write_table(out, rows, args) -> str:
     return text
 
 
+def _put(rows: list[dict], row: dict) -> list[dict]:
+    """``rows`` with ``row`` in place of the one for the same backbone and size."""
+    key = (row["backbone"], row["size"])
+    return [r for r in rows if (r["backbone"], r["size"]) != key] + [row]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbones", default="compact,vit_tiny,resnet18,vit_small,resnet34,resnet50,vit_base")
@@ -135,17 +149,26 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=6.0, help="timing budget per measurement")
     ap.add_argument("--direct-below", type=float, default=1.0,
                     help="also time the whole real step directly when a model step takes less (s)")
+    ap.add_argument("--merge", action="store_true", help="update the existing table instead of replacing it")
+    ap.add_argument("--not-measured", nargs="*", default=[], metavar="BACKBONE:SIZE:WHY",
+                    help="record a cell that could not be measured, with the reason")
     ap.add_argument("--out", default="throughput")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = load_dataset("fer2013", FER2013, "Training")
     loader = BatchLoader(data, 1, args.batch, shuffle=True, seed=0)
+    loader.images.sum()  # touch every page of the memory-mapped cache once, as any epoch after the first has
     out = results_dir(args.out)
     rows = []
+    if args.merge and (out / "throughput.json").exists():  # keep the rows this run does not redo
+        rows = json.loads((out / "throughput.json").read_text())["rows"]
+    for note in args.not_measured:
+        name, size, why = note.split(":", 2)
+        rows = _put(rows, {"backbone": name, "size": int(size), "not_measured": why})
     for name in args.backbones.split(","):
         for size in [int(s) for s in args.sizes.split(",")]:
             row = bench(name, size, loader, args.batch, args.max_seconds, args.direct_below)
-            rows.append(row)
+            rows = _put(rows, row)
             print(f"{name:10s} {size:4d}px  train {row['train_img_s']:8.1f} img/s "
                   f"(random {row['train_img_s_random']:8.1f}, overhead {row['train_overhead']:+.1%})  "
                   f"infer {row['infer_img_s']:8.1f} img/s (random "

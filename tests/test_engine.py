@@ -116,3 +116,24 @@ def test_no_resume_flag_starts_afresh(tmp_path, fer_csv):
                                              train={"epochs": 1, "resume": False})))
     again.fit()
     assert again.step == 8  # trained its epoch again instead of finding the run finished
+
+
+def test_view_normalises_with_one_or_per_channel_statistics():
+    from ferkit.augment import build_augment
+    from ferkit.engine.batches import make_view
+
+    images = torch.full((2, 3, 8, 8), 255, dtype=torch.uint8)
+    one = make_view(build_augment("eval", 8, 3), 0.5, 0.5)(images)
+    assert torch.allclose(one, torch.ones_like(one))
+    per = make_view(build_augment("eval", 8, 3), [0.0, 0.5, 1.0], [1.0, 0.5, 0.25])(images)
+    assert torch.allclose(per[:, :, 0, 0], torch.tensor([[1.0, 1.0, 0.0]] * 2))
+
+
+def test_bundled_model_names_resolve_for_evaluation():
+    from ferkit.engine.model_io import load_model, resolve_model_path
+
+    path = resolve_model_path("default")
+    assert path.name == "fer2013_compact_48g_7.pt" and path.is_file()
+    model = load_model("default", device="cpu")
+    assert model.classes == ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear")
+    assert model.preprocess["tta_flip"] is True

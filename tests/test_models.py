@@ -165,7 +165,7 @@ def test_register_model_adds_a_backbone() -> None:
         MODELS.pop("_test_tiny")
 
 
-@pytest.mark.parametrize("name,opts", [("compact", {}), ("vit_tiny", {"depth": 2, "drop_path": 0.0})])
+@pytest.mark.parametrize("name,opts", [("compact", {}), ("vit_tiny", {"depth": 2, "drop_path": 0.0, "patch_size": 4})])
 def test_gradient_steps_reduce_loss(name: str, opts: dict) -> None:
     torch.manual_seed(0)
     m = build_model(name, 4, image_size=16 if name == "vit_tiny" else 48, dropout=0.0, **opts)

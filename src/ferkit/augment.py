@@ -412,8 +412,8 @@ class Augment(nn.Module):
         x = to_channels(x, self.channels)
         if x.shape[0] == 0:
             return x.new_zeros(0, self.channels, self.image_size, self.image_size)
-        if self.deterministic:
-            return resize(x, self.image_size).clamp(0, 1)
+        if self.deterministic:  # bilinear (antialiased or not) averages pixels: [0, 1] stays in range
+            return resize(x, self.image_size)
         c = self.config
         B = x.shape[0]
         draw = _Draw(generator, x.device)

@@ -10,7 +10,7 @@ batch, see exactly the batches a single uninterrupted process would.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +38,21 @@ def images_to_tensor(images: np.ndarray, channels: int) -> Tensor:
     if channels == 3 and t.shape[1] == 1:
         return t.expand(-1, 3, -1, -1).contiguous()
     raise ValueError(f"cannot convert {t.shape[1]}-channel images to {channels} channels")
+
+
+def make_view(augment: torch.nn.Module, mean: float | Sequence[float], std: float | Sequence[float]):
+    """uint8 batch (B, C, H, W) -> augmented, normalised float batch, on the batch's device.
+
+    ``mean`` / ``std`` are one number or one per channel (e.g. ImageNet's for RGB weights).
+    """
+    m = torch.tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
+
+    def view(images: Tensor) -> Tensor:
+        x = augment(images.to(torch.float32, copy=True).div_(255.0))  # a fresh tensor: safe to edit in place
+        return x.sub_(m.to(x.device)).div_(s.to(x.device))
+
+    return view
 
 
 class BatchLoader:

@@ -53,7 +53,7 @@ DEFAULTS: dict[str, Any] = {
         "noise_rate": 0.0,  # fraction of training labels flipped to another class
         "noise_seed": 0,
         "labelled": None,  # semi-supervised: int count or float fraction kept labelled
-        "mean": 0.5,
+        "mean": 0.5,  # normalisation: one number or one per channel (ImageNet's for RGB pretrained weights)
         "std": 0.5,
     },
     "model": {

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ferkit.augment import build_augment
-from ferkit.engine.batches import images_to_tensor
+from ferkit.engine.batches import images_to_tensor, make_view
 from ferkit.engine.checkpoint import load_checkpoint
 from ferkit.engine.device import resolve_device
 from ferkit.errors import InputError
@@ -35,11 +35,7 @@ class LoadedModel:
 
     def __post_init__(self) -> None:
         p = self.preprocess
-        self._augment = build_augment("eval", int(p["image_size"]), int(p["channels"])).to(self.device)
-
-    def view(self, images: torch.Tensor) -> torch.Tensor:
-        x = self._augment(images.float().div_(255.0))
-        return (x - self.preprocess["mean"]) / self.preprocess["std"]
+        self.view = make_view(build_augment("eval", int(p["image_size"]), int(p["channels"])), p["mean"], p["std"])
 
     def predict_probs(self, images: np.ndarray | torch.Tensor, batch_size: int = 512,
                       tta_flip: bool | None = None) -> np.ndarray:
@@ -53,6 +49,11 @@ class LoadedModel:
 
 
 def resolve_model_path(model: str | Path) -> Path:
+    """A bundled model's name (``default``), a run directory, a model.pt or a checkpoint -> its file."""
+    from ferkit.inference.zoo import ALIASES, MODELS, resolve_model
+
+    if str(model) in MODELS or str(model) in ALIASES:
+        return resolve_model(model)
     path = Path(model)
     if path.is_dir():
         for cand in (path / "model.pt", path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt"):

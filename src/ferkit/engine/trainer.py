@@ -24,7 +24,7 @@ from ferkit import __version__
 from ferkit.augment import build_augment
 from ferkit.data.types import FaceDataset
 from ferkit.engine import distributed as dist
-from ferkit.engine.batches import BatchLoader, images_to_tensor
+from ferkit.engine.batches import BatchLoader, images_to_tensor, make_view
 from ferkit.engine.checkpoint import (
     load_checkpoint,
     rng_state,
@@ -41,16 +41,6 @@ from ferkit.methods import Method, get_method
 from ferkit.models import build_model, load_pretrained
 
 MODEL_FORMAT = "ferkit-model/1"
-
-
-def make_view(augment: nn.Module, mean: float, std: float):
-    """uint8 batch -> augmented, normalised float batch (runs on the batch's device)."""
-
-    def view(images: Tensor) -> Tensor:
-        x = augment(images.float().div_(255.0))
-        return (x - mean) / std
-
-    return view
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
@@ -212,7 +202,7 @@ class Trainer:
             "method": self.cfg["method"], "model": self.method.model.config(),
             "state_dict": net.state_dict(), "classes": list(self.classes),
             "preprocess": {"image_size": int(d["image_size"]), "channels": self.channels,
-                           "mean": float(d["mean"]), "std": float(d["std"]),
+                           "mean": d["mean"], "std": d["std"],  # one number or one per channel
                            "tta_flip": bool(self.cfg["train"]["tta_flip"])},
             "metrics": {k: v for k, v in (row or {}).items() if isinstance(v, (int, float, str))},
             "run": self.cfg["name"], "ferkit_version": __version__,

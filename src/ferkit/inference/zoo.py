@@ -78,8 +78,8 @@ register_model(
     "fer2013-compact-48g-7",
     "fer2013_compact_48g_7.pt",
     {
-        "description": "compact CNN trained with cross-entropy on FER2013 (Training split)",
-        "architecture": "compact",
+        "description": "compact_wide CNN trained with cross-entropy on FER2013 (Training split)",
+        "architecture": "compact_wide",
         "input": "48x48 grayscale face, FER2013 framing (alignment template 'fer2013')",
         "labels": ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear"],
         "training_data": "FER2013 Training (28,709 faces); research use, see the dataset's terms",

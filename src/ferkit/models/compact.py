@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from ferkit.errors import ConfigError
@@ -71,9 +72,16 @@ class CompactNet(Backbone):
         for m in self.modules():  # units start as identity (like zero-init residual in ResNets)
             if isinstance(m, ResUnit):
                 nn.init.zeros_(m.bn.weight)
+        # NHWC runs oneDNN's fastest CPU kernels (and suits GPU tensor cores); the input is
+        # converted in forward_features, so callers need not care about memory formats
+        self.to(memory_format=torch.channels_last)
 
     def forward_features(self, x: Tensor) -> Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
         return self.head(self.stages(self.stem(x)))
+
+    def feature_map(self, feats: Tensor) -> Tensor:
+        return feats.contiguous()  # plain NCHW for callers that .view() it
 
 
 def _compact(in_channels: int, stem: int, stages: Sequence[Sequence[int]], head_dim: int) -> CompactNet:
@@ -84,9 +92,9 @@ def _compact(in_channels: int, stem: int, stages: Sequence[Sequence[int]], head_
 
 
 @register_model("compact")
-def compact(in_channels: int = 1, image_size: int = 48, stem: int = 32,
-            stages: Sequence[Sequence[int]] = ((64, 1), (128, 1), (256, 1)), head_dim: int = 0) -> CompactNet:
-    """Fast CPU model (~1 M params) for 48-64 px faces."""
+def compact(in_channels: int = 1, image_size: int = 48, stem: int = 16,
+            stages: Sequence[Sequence[int]] = ((32, 1), (64, 1), (128, 2)), head_dim: int = 256) -> CompactNet:
+    """Fast CPU model (0.47 M params, 7.7 M MACs at 48 px): ~1500 train img/s on 2 CPU cores."""
     return _compact(in_channels, stem, stages, head_dim)
 
 
@@ -94,5 +102,8 @@ def compact(in_channels: int = 1, image_size: int = 48, stem: int = 32,
 def compact_wide(in_channels: int = 1, image_size: int = 48, stem: int = 32,
                  stages: Sequence[Sequence[int]] = ((64, 1), (128, 1), (256, 1)), head_dim: int = 0,
                  ) -> CompactNet:
-    """Slower, more accurate sibling of ``compact``."""
+    """Wider sibling of ``compact`` (1.17 M params, 24 M MACs at 48 px): ~2.5x slower, more accurate.
+
+    The architecture of the bundled ``fer2013_compact_48g_7`` model (63.0 % PublicTest with flip TTA).
+    """
     return _compact(in_channels, stem, stages, head_dim)
