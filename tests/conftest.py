@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -23,3 +24,12 @@ def fer_csv(tmp_path):
     from synthetic import write_fer2013_csv
 
     return write_fer2013_csv(tmp_path / "fer.csv")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one thread is as fast and far steadier on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -21,14 +21,7 @@ from ferkit.augment import (
 )
 from ferkit.errors import ConfigError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is as fast and far steadier on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 POLICIES = ["none", "eval", "train", "weak", "strong"]
 

@@ -18,14 +18,7 @@ from ferkit.models import (
 )
 from ferkit.models.vit import default_patch_size
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is as fast and far steadier on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # (name, image_size, options, expected feature-map side); small/cheap settings only
