@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ferkit.augment import to_channels
 from ferkit.data.types import FaceDataset
-
-GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as PIL and OpenCV use
 
 
 def images_to_tensor(images: np.ndarray, channels: int) -> Tensor:
-    """uint8 (N,H,W) or (N,H,W,3) -> uint8 (N, channels, H, W), converting gray <-> RGB if needed."""
+    """uint8 (N,H,W) or (N,H,W,3) -> uint8 (N, channels, H, W), converting gray <-> RGB if needed
+    (BT.601 luma, :func:`ferkit.augment.to_channels`)."""
     arr = np.asarray(images)
     if arr.ndim == 2:
         arr = arr[None]
@@ -32,12 +32,7 @@ def images_to_tensor(images: np.ndarray, channels: int) -> Tensor:
     t = t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2)
     if t.shape[1] == channels:
         return t.contiguous()
-    if channels == 1 and t.shape[1] == 3:
-        w = torch.tensor(GRAY_WEIGHTS).view(1, 3, 1, 1)
-        return (t.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-    if channels == 3 and t.shape[1] == 1:
-        return t.expand(-1, 3, -1, -1).contiguous()
-    raise ValueError(f"cannot convert {t.shape[1]}-channel images to {channels} channels")
+    return to_channels(t.float(), channels).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def make_view(augment: torch.nn.Module, mean: float | Sequence[float], std: float | Sequence[float]):
