@@ -47,6 +47,31 @@ class LoadedModel:
         flip = self.preprocess.get("tta_flip", False) if tta_flip is None else tta_flip
         return predict_probs(self.net, images, self.view, self.device, batch_size, flip)
 
+    @property
+    def has_uncertainty(self) -> bool:
+        """Whether the method gives its own per-sample uncertainty (``Method.uncertainty``)."""
+        return type(self.net).uncertainty is not Method.uncertainty
+
+    def classify(self, images: np.ndarray | torch.Tensor, batch_size: int = 512,
+                 tta_flip: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (N, K) and the method's own uncertainty (N,), or None when it has none.
+
+        The interface every inference engine offers (see ``inference.onnx_engine.OnnxModel``).
+        """
+        if not isinstance(images, torch.Tensor):
+            images = images_to_tensor(images, int(self.preprocess["channels"]))
+        with torch.inference_mode():
+            probs = self.predict_probs(images, batch_size=batch_size, tta_flip=tta_flip)
+            if not self.has_uncertainty:
+                return probs, None
+            parts = []
+            for i in range(0, len(images), batch_size):
+                u = self.net.uncertainty(self.view(images[i:i + batch_size].to(self.device)))
+                if u is None:
+                    return probs, None
+                parts.append(u.float().cpu().numpy().reshape(-1))
+        return probs, np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
 
 def resolve_model_path(model: str | Path) -> Path:
     """A bundled model's name (``default``), a run directory, a model.pt or a checkpoint -> its file."""
@@ -66,7 +91,15 @@ def resolve_model_path(model: str | Path) -> Path:
 
 
 def load_model(model: str | Path, device: str | torch.device = "auto") -> LoadedModel:
-    """Rebuild a trained method from a run directory, model.pt or checkpoint."""
+    """Rebuild a trained method from a run directory, model.pt or checkpoint.
+
+    A ``.onnx`` file (from ``ferkit export``) gives an :class:`~ferkit.inference.onnx_engine.OnnxModel`
+    instead, which offers the same ``predict_probs`` / ``classify`` / ``classes`` / ``preprocess``.
+    """
+    from ferkit.inference.onnx_engine import OnnxModel, is_onnx_file
+
+    if is_onnx_file(model):
+        return OnnxModel(model)  # type: ignore[return-value]
     path = resolve_model_path(model)
     ck = load_checkpoint(path)
     dev = resolve_device(device)

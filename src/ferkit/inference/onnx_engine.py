@@ -1,0 +1,226 @@
+"""ONNX export and the onnxruntime engine: the same model, without torch at inference time.
+
+The exported graph holds the whole eval path of a ferkit model: it takes the face crops as
+float32 pixel values 0-255, shape (N, C, S, S) (S, C: the model's input size and channels),
+normalises them as in training, runs the method's inference head and returns ``probs`` (N, K),
+softmax probabilities in the model's label order, plus ``uncertainty`` (N,) when the method
+has its own (APSM's). The batch axis is dynamic. Flip averaging is done by the engine (two
+runs), as the torch engine does it, so a model's ``tta_flip`` works the same on both.
+
+Everything needed to use the file travels inside it, as ONNX metadata (key ``ferkit``, JSON):
+the labels, the preprocessing (input size, channels, mean/std, tta_flip) and the source model's
+validation metrics. A ``.onnx`` file is therefore a model ferkit can load on its own:
+``Recognizer("model.onnx", engine="onnx")`` or ``ferkit evaluate --model model.onnx``.
+
+Int8: ``quantize="int8"`` applies onnxruntime's dynamic quantisation (weights int8, activations
+quantised on the fly) to the exported graph; ``benchmarks/onnx_engine.py`` measures what it
+changes in accuracy and speed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ferkit.errors import ConfigError, InputError
+
+FORMAT = "ferkit-onnx/1"
+META_KEY = "ferkit"
+QUANTIZE = (None, "int8")
+
+
+class _ExportGraph(nn.Module):
+    """What the ONNX graph computes: 0-255 pixels -> normalised -> probabilities (+ uncertainty)."""
+
+    def __init__(self, net: nn.Module, mean: Any, std: Any, with_uncertainty: bool) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1))
+        self.with_uncertainty = with_uncertainty
+
+    def forward(self, images: torch.Tensor):
+        x = (images / 255.0 - self.mean) / self.std
+        probs = self.net.predict_logits(x).float().softmax(1)
+        if self.with_uncertainty:
+            return probs, self.net.uncertainty(x).float().reshape(-1)
+        return probs
+
+
+def _has_own_uncertainty(net: nn.Module) -> bool:
+    from ferkit.methods.base import Method
+
+    return type(net).uncertainty is not Method.uncertainty
+
+
+def export_onnx(model: Any, out: str | Path, *, quantize: str | None = None, opset: int = 17,
+                tta_flip: bool | None = None) -> Path:
+    """Write ``model`` (a bundled name, run directory, model.pt or checkpoint) as an ONNX file.
+
+    Args:
+        model: what :func:`ferkit.engine.model_io.load_model` takes, or a loaded model.
+        out: the ``.onnx`` path (written atomically).
+        quantize: ``None`` or ``"int8"`` (onnxruntime dynamic quantisation).
+        opset: the ONNX opset (17 runs on onnxruntime >= 1.14).
+        tta_flip: store this flip-averaging default instead of the model's own.
+    """
+    from ferkit.atomic import atomic_write_bytes
+    from ferkit.engine.model_io import LoadedModel, load_model
+
+    if quantize not in QUANTIZE:
+        raise ConfigError(f"unknown quantisation '{quantize}' (none or int8)")
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, "cpu")
+    net = loaded.net.to("cpu").eval()
+    p = dict(loaded.preprocess)
+    if tta_flip is not None:
+        p["tta_flip"] = bool(tta_flip)
+    size, channels = int(p["image_size"]), int(p["channels"])
+    with_unc = _has_own_uncertainty(net)
+    graph = _ExportGraph(net, p["mean"], p["std"], with_unc).eval()
+    outputs = ["probs", "uncertainty"] if with_unc else ["probs"]
+    dummy = torch.full((2, channels, size, size), 128.0)
+    meta = {"format": FORMAT, "classes": list(loaded.classes), "preprocess": p, "metrics": loaded.metrics,
+            "source": str(loaded.source), "outputs": outputs, "quantize": quantize or "none",
+            "method": type(net).__name__}
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "model.onnx"
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(graph, (dummy,), str(raw), input_names=["images"], output_names=outputs,
+                              dynamic_axes={"images": {0: "n"}, **{o: {0: "n"} for o in outputs}},
+                              opset_version=opset, dynamo=False)
+        if quantize == "int8":
+            raw = _quantize_int8(raw, Path(tmp))
+        import onnx
+
+        proto = onnx.load(str(raw))
+        del proto.metadata_props[:]
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = META_KEY, json.dumps(meta)
+        proto.producer_name = "ferkit"
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out, proto.SerializeToString())
+    return out
+
+
+def _quantize_int8(src: Path, tmp: Path) -> Path:
+    """Dynamic int8 quantisation, after onnxruntime's recommended pre-processing (shape inference
+    and graph optimisation, which folds each BatchNorm into its conv so the folded weights are
+    what gets quantised)."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre, out = tmp / "model.pre.onnx", tmp / "model.int8.onnx"
+    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing advice at WARNING
+    try:
+        quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+    return out
+
+
+def cached_export(model: str | Path, quantize: str | None = None) -> Path:
+    """The ONNX export of a torch model file, made once and kept in ``FERKIT_CACHE/onnx/``.
+
+    The cache key is the model file's content hash (and the quantisation), so a retrained model
+    is exported anew and an unchanged one is not.
+    """
+    from ferkit.data.cache import cache_dir
+    from ferkit.engine.model_io import resolve_model_path
+
+    path = resolve_model_path(model)
+    h = hashlib.sha256(path.read_bytes()).hexdigest()[:20]
+    target = cache_dir() / "onnx" / f"{path.stem}-{h}{'-' + quantize if quantize else ''}.onnx"
+    if not target.is_file():
+        export_onnx(path, target, quantize=quantize)
+    return target
+
+
+class OnnxModel:
+    """An exported ferkit model run by onnxruntime, with :class:`LoadedModel`'s inference API."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"model not found: {path}")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for a bad file
+            raise InputError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0]}") from None
+        raw = self.session.get_modelmeta().custom_metadata_map.get(META_KEY)
+        if raw is None:
+            raise InputError(f"{path} is not a ferkit ONNX export (no '{META_KEY}' metadata; use `ferkit export`)")
+        meta = json.loads(raw)
+        self.meta = meta
+        self.classes: tuple[str, ...] = tuple(meta["classes"])
+        self.preprocess: dict[str, Any] = dict(meta["preprocess"])
+        self.metrics: dict[str, Any] = dict(meta.get("metrics", {}))
+        self.source = str(path)
+        self.device = torch.device("cpu")
+        self.outputs: list[str] = list(meta.get("outputs", ["probs"]))
+        self.has_uncertainty = "uncertainty" in self.outputs
+
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        res = self.session.run(None, {"images": np.ascontiguousarray(x, np.float32)})
+        return res[0], (res[1] if self.has_uncertainty else None)
+
+    def classify(self, images: np.ndarray | torch.Tensor, batch_size: int = 512,
+                 tta_flip: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (N, K) and the method's own uncertainty (N,) or None, for uint8 crops
+        (N, H, W), (N, H, W, 3) or a (N, C, H, W) tensor at the model's input size."""
+        x = self._as_input(images)
+        flip = self.preprocess.get("tta_flip", False) if tta_flip is None else tta_flip
+        probs, uncs = [], []
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size]
+            p, u = self._run(xb)
+            if flip:
+                p = 0.5 * (p + self._run(np.ascontiguousarray(xb[..., ::-1]))[0])
+            probs.append(p)
+            if u is not None:
+                uncs.append(u)
+        k = len(self.classes)
+        probs_out = np.concatenate(probs) if probs else np.zeros((0, k), np.float32)
+        return probs_out, (np.concatenate(uncs) if uncs else None) if self.has_uncertainty else None
+
+    def predict_probs(self, images: np.ndarray | torch.Tensor, batch_size: int = 512,
+                      tta_flip: bool | None = None) -> np.ndarray:
+        """Probabilities (N, K) for uint8 images, as :meth:`LoadedModel.predict_probs`."""
+        return self.classify(images, batch_size, tta_flip)[0]
+
+    def _as_input(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        from ferkit.engine.batches import images_to_tensor
+
+        size, channels = int(self.preprocess["image_size"]), int(self.preprocess["channels"])
+        if not isinstance(images, torch.Tensor):
+            images = images_to_tensor(images, channels)
+        if images.shape[-2:] != (size, size):
+            from ferkit.augment import build_augment
+
+            images = build_augment("eval", size, channels)(images.float() / 255.0) * 255.0
+        return images.float().numpy()
+
+
+def is_onnx_file(model: Any) -> bool:
+    return isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".onnx")

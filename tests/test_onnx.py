@@ -1,0 +1,152 @@
+"""ONNX export and the onnxruntime engine: parity with torch, metadata, int8, errors, CLI."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ferkit.cli import main
+from ferkit.errors import ConfigError, InputError
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "ferkit" / "examples"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from ferkit.inference.onnx_engine import export_onnx
+
+    out = tmp_path_factory.mktemp("onnx") / "default.onnx"
+    export_onnx("default", out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def faces():
+    return np.random.default_rng(0).integers(0, 256, (40, 48, 48), dtype=np.uint8)
+
+
+def test_export_matches_torch_within_1e4(exported, faces):
+    from ferkit.engine.model_io import load_model
+    from ferkit.inference.onnx_engine import OnnxModel
+
+    torch_m = load_model("default", "cpu")
+    onnx_m = OnnxModel(exported)
+    assert onnx_m.classes == torch_m.classes
+    assert onnx_m.preprocess == torch_m.preprocess
+    for flip in (False, True):
+        a = onnx_m.predict_probs(faces, tta_flip=flip)
+        b = torch_m.predict_probs(faces, tta_flip=flip)
+        assert a.shape == b.shape == (len(faces), len(torch_m.classes))
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=0)
+    # the batch axis is dynamic and rows do not depend on each other
+    np.testing.assert_allclose(onnx_m.predict_probs(faces[:1]), onnx_m.predict_probs(faces)[:1], atol=1e-6)
+
+
+def test_recognizer_onnx_engine_matches_torch_on_a_photo(exported):
+    import ferkit
+
+    photo = EXAMPLES / "astronaut_pair.jpg"
+    rt = ferkit.Recognizer("default", engine="torch")
+    for model in ("default", exported):  # a bundled name is exported on the fly and cached
+        ro = ferkit.Recognizer(model, engine="onnx")
+        assert ro.labels == rt.labels
+        a, b = ro.predict(photo), rt.predict(photo)
+        assert len(a) == len(b) == 2
+        for fa, fb in zip(a, b):
+            assert fa["box"] == fb["box"] and fa["label"] == fb["label"]
+            np.testing.assert_allclose([fa["probs"][k] for k in rt.labels], [fb["probs"][k] for k in rt.labels],
+                                       atol=1e-4)
+            assert abs(fa["uncertainty"] - fb["uncertainty"]) < 1e-3
+        crops = rt.crops(photo)
+        np.testing.assert_allclose(ro.predict_faces(list(crops)), rt.predict_faces(list(crops)), atol=1e-4)
+
+
+def test_cached_export_is_reused(tmp_path, monkeypatch):
+    from ferkit.inference.onnx_engine import cached_export
+
+    monkeypatch.setenv("FERKIT_CACHE", str(tmp_path))
+    a = cached_export("default")
+    mtime = a.stat().st_mtime_ns
+    assert cached_export("default") == a and a.stat().st_mtime_ns == mtime
+    assert a.parent == tmp_path / "onnx"
+
+
+def test_int8_export_is_smaller_and_still_a_distribution(exported, tmp_path, faces):
+    from ferkit.inference.onnx_engine import OnnxModel, export_onnx
+
+    q = export_onnx("default", tmp_path / "q.onnx", quantize="int8")
+    assert q.stat().st_size < 0.5 * exported.stat().st_size
+    m = OnnxModel(q)
+    assert m.meta["quantize"] == "int8"
+    p = m.predict_probs(faces)
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
+    ref = OnnxModel(exported).predict_probs(faces)
+    assert np.abs(p - ref).max() < 0.1  # int8 moves probabilities a little, not wholesale
+
+
+def test_method_uncertainty_is_exported(tmp_path, faces):
+    """A method with its own uncertainty gets a second graph output, used by the engine."""
+    from ferkit.engine.model_io import LoadedModel
+    from ferkit.inference.onnx_engine import OnnxModel, export_onnx
+    from ferkit.methods.ce import CrossEntropy
+    from ferkit.models import build_model
+
+    class WithUncertainty(CrossEntropy):
+        def uncertainty(self, x):
+            return self.predict_logits(x).logsumexp(1)
+
+    torch.manual_seed(0)
+    net = WithUncertainty(build_model("compact", num_classes=7), {"name": "ce"}, 7, {}).eval()
+    pre = {"image_size": 48, "channels": 1, "mean": 0.5, "std": 0.5, "tta_flip": False}
+    loaded = LoadedModel(net, tuple("abcdefg"), pre, torch.device("cpu"), "test")
+    out = export_onnx(loaded, tmp_path / "u.onnx")
+    m = OnnxModel(out)
+    assert m.has_uncertainty
+    p, u = m.classify(faces)
+    p_t, u_t = loaded.classify(faces)
+    np.testing.assert_allclose(p, p_t, atol=1e-4)
+    np.testing.assert_allclose(u, u_t, atol=1e-4)
+
+
+def test_load_model_dispatches_onnx(exported, faces):
+    from ferkit.engine.model_io import load_model
+    from ferkit.inference.onnx_engine import OnnxModel
+
+    m = load_model(str(exported))
+    assert isinstance(m, OnnxModel)
+    assert m.predict_probs(faces).shape == (len(faces), 7)
+
+
+def test_errors_are_one_line(tmp_path, exported):
+    import ferkit
+    from ferkit.inference.onnx_engine import OnnxModel
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(InputError, match="cannot load ONNX model"):
+        OnnxModel(bad)
+    with pytest.raises(InputError, match="not found"):
+        OnnxModel(tmp_path / "missing.onnx")
+    with pytest.raises(ConfigError, match="CPU"):
+        ferkit.Recognizer(exported, engine="onnx", device="cuda")
+    with pytest.raises(ConfigError, match="engine='onnx'"):
+        ferkit.Recognizer(str(exported), engine="torch")
+    with pytest.raises(ConfigError, match="unknown engine"):
+        ferkit.Recognizer("default", engine="tensorrt")
+    r = ferkit.Recognizer(exported, engine="onnx")
+    with pytest.raises(ConfigError, match="engine='torch'"):
+        r.cam(EXAMPLES / "astronaut.jpg")
+
+
+def test_cli_export_and_predict(tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert main(["export", "default", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert out.is_file() and "max |p_onnx - p_torch|" in text
+    diff = float(text.split("= ")[1].split(" ")[0])
+    assert diff < 1e-4
+    assert main(["predict", str(EXAMPLES / "astronaut.jpg"), "--model", str(out), "--engine", "onnx",
+                 "--no-progress"]) == 0
+    assert "face 0" in capsys.readouterr().out
+    assert main(["export", "default", "--out", str(tmp_path / "x.onnx"), "--quantize", "fp4"]) != 0
