@@ -157,7 +157,7 @@ def test_video_frames_and_analyze(rec, clip, tmp_path):
     assert df["x"].is_monotonic_increasing  # the face moves right
     payload = json.loads((tmp_path / "v.json").read_text())
     assert payload["labels"] == list(rec.labels) and len(payload["results"]) == 4
-    assert set(payload["results"][0]["faces"][0]) == KEYS
+    assert set(payload["results"][0]["faces"][0]) == KEYS | {"track_id", "probs_smooth", "label_smooth"}  # tracked
     assert (tmp_path / "ann" / "clip_annotated.mp4").stat().st_size > 1000
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00" * 100)

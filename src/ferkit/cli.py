@@ -101,6 +101,42 @@ def report(run_dir: Path) -> None:
 
 
 @cli.command()
+@click.argument("model", default="default")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The .onnx file to write (default: <model name>.onnx here).")
+@click.option("--quantize", type=click.Choice(["none", "int8"]), default="none", show_default=True,
+              help="int8: onnxruntime dynamic quantisation of the weights.")
+@click.option("--opset", default=17, show_default=True, help="ONNX opset version.")
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Compare the export's probabilities with torch's on random faces.")
+def export(model: str, out: Path | None, quantize: str, opset: int, check: bool) -> None:
+    """Export MODEL (a bundled name, run directory, model.pt or checkpoint) to ONNX.
+
+    The file carries the labels and preprocessing, so it runs on its own:
+    Recognizer("model.onnx", engine="onnx"), ferkit predict --model model.onnx --engine onnx.
+    """
+    from ferkit.engine.model_io import load_model
+    from ferkit.inference.onnx_engine import OnnxModel, export_onnx
+
+    q = None if quantize == "none" else quantize
+    loaded = load_model(model, "cpu")
+    if out is None:
+        stem = Path(model).stem if Path(model).suffix else Path(str(model)).name
+        out = Path(f"{stem}{'.' + q if q else ''}.onnx")
+    export_onnx(loaded, out, quantize=q, opset=opset)
+    msg = f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB"
+    if check:
+        import numpy as np
+
+        p = loaded.preprocess
+        shape = (64, int(p["image_size"]), int(p["image_size"])) + (() if int(p["channels"]) == 1 else (3,))
+        faces = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+        diff = np.abs(OnnxModel(out).predict_probs(faces) - loaded.predict_probs(faces)).max()
+        msg += f"; max |p_onnx - p_torch| = {diff:.1e} on 64 random faces"
+    click.echo(msg + ")")
+
+
+@cli.command()
 @click.argument("inputs", nargs=-1)
 @click.option("--model", default="default", show_default=True,
               help="Registered model name (see `ferkit models`), run directory, model.pt or checkpoint.")
@@ -116,12 +152,19 @@ def report(run_dir: Path) -> None:
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="At most this many frames per video.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | mps.")
 @click.option("--detector", default="retinaface", show_default=True, help="Face detector: retinaface, haar, none.")
-@click.option("--engine", default="torch", show_default=True, help="Inference engine.")
+@click.option("--engine", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+              help="Inference engine: torch, or onnxruntime (CPU; --model may then be a .onnx file).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (torch and the detector).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--track/--no-track", default=None,
+              help="Follow faces across video frames (track_id) and smooth their probabilities "
+                   "(smooth_* columns, label_smooth). Default: on for videos and webcams; --track also "
+                   "treats consecutive photos as frames of one stream.")
+@click.option("--smooth", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.6, show_default=True,
+              help="Temporal smoothing of tracked faces: weight of the past per source frame (0: off).")
 def predict(inputs: tuple[str, ...], model: str, out: Path | None, annotate: Path | None, cam: bool, frame_step: int,
             webcam: int | None, max_frames: int | None, device: str, detector: str, engine: str,
-            threads: int | None, no_progress: bool) -> None:
+            threads: int | None, no_progress: bool, track: bool | None, smooth: float) -> None:
     """Expressions of the faces in INPUTS: images, folders (recursively) and videos.
 
     Among several inputs, a file that cannot be read is reported on stderr and skipped; a single
@@ -142,7 +185,8 @@ def predict(inputs: tuple[str, ...], model: str, out: Path | None, annotate: Pat
     rec = Recognizer(model, device=device, engine=engine, detector=detector, threads=threads)
     many = len(inputs) + (webcam is not None) > 1 or any(Path(i).is_dir() for i in inputs)
     df = rec.analyze(list(inputs), frame_step=frame_step, out=out, annotate=annotate, cam=cam, webcam=webcam,
-                     max_frames=max_frames, progress=not no_progress, errors="report" if many else "raise")
+                     max_frames=max_frames, progress=not no_progress, errors="report" if many else "raise",
+                     track=track, smooth=smooth)
     if out is None:
         from ferkit.inference.results import summary_lines
 
@@ -153,6 +197,97 @@ def predict(inputs: tuple[str, ...], model: str, out: Path | None, annotate: Pat
                    f"written to {out}")
     if annotate is not None:
         click.echo(f"annotated copies written to {annotate}")
+
+
+@cli.command()
+@click.option("--model", default="default", show_default=True,
+              help="Registered model name (see `ferkit models`), run directory, model.pt or checkpoint.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: every one).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--engine", default="torch", show_default=True, help="Inference engine: torch or onnx.")
+@click.option("--detector", default="retinaface", show_default=True, help="Face detector: retinaface, haar, none.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | mps.")
+@click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="Largest accepted upload; bigger ones get 413.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (torch and the detector).")
+def serve(model: str, host: str, port: int, engine: str, detector: str, device: str, max_upload_mb: float,
+          threads: int | None) -> None:
+    """Serve the REST API (POST /predict, GET /models, GET /health) and a browser page at /.
+
+    Example: ferkit serve --port 8000, then open http://127.0.0.1:8000/ or
+    curl -F file=@photo.jpg http://127.0.0.1:8000/predict
+    """
+    import os
+
+    # as in predict: idle OpenMP threads sleep instead of spinning; only takes effect before torch loads
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from ferkit.errors import InputError
+
+    try:
+        import uvicorn
+
+        from ferkit.serve.app import create_app
+    except ImportError as exc:
+        raise InputError(f"ferkit serve needs the web extra ({exc.name} is missing): "
+                         "pip install 'ferkit[serve]'") from None
+    from ferkit.inference.recognizer import Recognizer
+
+    rec = Recognizer(model, device=device, engine=engine, detector=detector, threads=threads)
+    app = create_app(rec, model=model, engine=engine, detector=detector,
+                     max_upload_bytes=int(max_upload_mb * 2**20))
+    click.echo(f"ferkit serve: {rec!r} on http://{host}:{port}/", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+@cli.command()
+@click.argument("video", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--webcam", type=int, is_flag=False, flag_value=0, default=None,
+              help="Read a webcam (index, default 0) instead of VIDEO; stop with Ctrl-C, q or --max-frames.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the annotated frames to this .mp4 (or .avi).")
+@click.option("--realtime", is_flag=True,
+              help="Keep up with the source: drop frames when processing is slower (webcam: always the newest frame).")
+@click.option("--frame-step", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Process at most every n-th frame.")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after this many processed frames.")
+@click.option("--smooth", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.6, show_default=True,
+              help="Temporal smoothing of each tracked face: weight of the past per source frame (0: off).")
+@click.option("--show", is_flag=True, help="Show the annotated frames in a window (needs OpenCV with GUI support).")
+@click.option("--model", default="default", show_default=True,
+              help="Registered model name (see `ferkit models`), run directory, model.pt or checkpoint.")
+@click.option("--detector", default="retinaface", show_default=True, help="Face detector: retinaface, haar, none.")
+@click.option("--engine", default="torch", show_default=True, help="Inference engine: torch or onnx.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | mps.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (torch and the detector).")
+@click.option("--no-progress", is_flag=True, help="No progress line.")
+def live(video: Path | None, webcam: int | None, out: Path | None, realtime: bool, frame_step: int,
+         max_frames: int | None, smooth: float, show: bool, model: str, detector: str, engine: str, device: str,
+         threads: int | None, no_progress: bool) -> None:
+    """Expressions live on a VIDEO file or a webcam: faces tracked, labels smoothed, frames drawn.
+
+    Prints a progress line with the processing rate while running and the run's statistics at
+    the end. Example: ferkit live --webcam 0 --realtime --out session.mp4
+    """
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as in predict
+    from ferkit.errors import InputError
+    from ferkit.inference.live import run_live
+    from ferkit.inference.recognizer import Recognizer
+
+    if (video is None) == (webcam is None):
+        raise InputError("give one source: a VIDEO file or --webcam N")
+    if not show and out is None:
+        click.echo("ferkit: note: no --out and no --show: the annotated frames are not kept", err=True)
+    rec = Recognizer(model, device=device, engine=engine, detector=detector, threads=threads)
+    stats = run_live(rec, webcam if webcam is not None else video, frame_step=frame_step, realtime=realtime,
+                     max_frames=max_frames, out_video=out, show=show, smooth=smooth, progress=not no_progress)
+    click.echo(f"{stats['source']}: {stats['frames_processed']} of {stats['frames_read']} frames processed "
+               f"({stats['frames_skipped']} skipped, {stats['frames_dropped']} dropped to keep up) "
+               f"at {stats['fps']:.1f} fps; {stats['faces_per_frame']:.2f} faces per frame, "
+               f"{stats['tracks']} tracks" + (" (interrupted)" if stats["interrupted"] else ""))
+    if out is not None:
+        click.echo(f"annotated video ({stats['frames_written']} frames) written to {out}")
 
 
 @cli.command()

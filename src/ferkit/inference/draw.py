@@ -1,4 +1,10 @@
-"""Drawing predictions on a copy of the image: box, label and score, top-3 bars, uncertainty."""
+"""Drawing predictions on a copy of the image: box, label and score, top-3 bars, uncertainty.
+
+A tracked video face (one with ``track_id`` and ``probs_smooth``, see
+:mod:`ferkit.inference.track`) is drawn with its id and its *smoothed* label and bars, which
+is what a viewer wants to read: the raw per-frame label flickers. A processing rate can be
+drawn in the top-left corner.
+"""
 
 from __future__ import annotations
 
@@ -33,28 +39,48 @@ def overlay_cams(rgb: np.ndarray, cams: list[np.ndarray], alpha: float = 0.45) -
     return (rgb * (1 - a) + color * a).round().astype(np.uint8)
 
 
-def annotate(rgb: np.ndarray, results: list[dict], top: int = 3, cams: list[np.ndarray] | None = None) -> np.ndarray:
+def _scale(img: np.ndarray) -> tuple[float, float, int]:
+    unit = max(img.shape[:2]) / 640.0
+    return unit, max(0.35, 0.5 * unit), max(1, int(round(unit)))
+
+
+def draw_fps(img: np.ndarray, fps: float) -> np.ndarray:
+    """Writes ``fps`` (frames processed per second) in the top-left corner of ``img``, in place."""
+    _, scale, thick = _scale(img)
+    _text(img, f"{fps:.1f} fps", (0, 0), scale, thick)
+    return img
+
+
+def annotate(rgb: np.ndarray, results: list[dict], top: int = 3, cams: list[np.ndarray] | None = None,
+             fps: float | None = None) -> np.ndarray:
     """A copy of ``rgb`` with each face's box, ``label p``, the top-``top`` probabilities as bars,
-    the uncertainty and the landmarks drawn on it (and the class activation maps, if given)."""
+    the uncertainty and the landmarks drawn on it (and the class activation maps, if given).
+
+    Tracked faces show ``#id`` and their smoothed label and bars; ``fps`` is drawn in the corner.
+    """
     img = np.ascontiguousarray(overlay_cams(rgb, cams) if cams else rgb.copy())
-    h, w = img.shape[:2]
-    unit = max(h, w) / 640.0
-    scale, thick = max(0.35, 0.5 * unit), max(1, int(round(unit)))
+    unit, scale, thick = _scale(img)
     for r in results:
         x, y, bw, bh = (int(round(v)) for v in r["box"])
         cv2.rectangle(img, (x, y), (x + bw, y + bh), _BOX, max(1, thick + 1))
         for px, py in r.get("landmarks") or []:
             cv2.circle(img, (int(round(px)), int(round(py))), max(1, thick + 1), (255, 60, 60), -1)
-        label = r["label"]
-        _text(img, f"{label} {r['probs'][label]:.2f}", (x, y - int(22 * unit) - 4), scale, thick)
+        tid = r.get("track_id")
+        tracked = r.get("probs_smooth") is not None and tid is not None and tid >= 0
+        probs = r["probs_smooth"] if tracked else r["probs"]
+        label = r["label_smooth"] if tracked else r["label"]
+        head = f"#{r['track_id']} " if tracked else ""
+        _text(img, f"{head}{label} {probs[label]:.2f}", (x, y - int(22 * unit) - 4), scale, thick)
         # panel under the box: top-k bars and the uncertainty
         yy = y + bh + 2
         bar_len = int(70 * unit)
-        ranked = sorted(r["probs"].items(), key=lambda kv: -kv[1])[:top]
+        ranked = sorted(probs.items(), key=lambda kv: -kv[1])[:top]
         for name, p in ranked:
             x1, ty, hh = _text(img, f"{name[:10]} {p:.2f}", (x, yy), scale * 0.8, thick)
             cv2.rectangle(img, (x1, ty), (x1 + bar_len + 4, ty + hh), _TEXT_BG, -1)
             cv2.rectangle(img, (x1 + 2, ty + 3), (x1 + 2 + max(1, int(bar_len * p)), ty + hh - 3), _BAR, -1)
             yy = ty + hh
         _text(img, f"uncertainty {r['uncertainty']:.2f}", (x, yy), scale * 0.8, thick)
+    if fps is not None:
+        draw_fps(img, fps)
     return img

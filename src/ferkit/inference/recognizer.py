@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 #: the alignment each detector's boxes and landmarks call for (``align="auto"``)
 AUTO_ALIGN = {"retinaface": "joint", "haar": "landmarks", "none": "resize"}
-ENGINES = ("torch",)
+ENGINES = ("torch", "onnx")
 
 
 def normalised_entropy(probs: np.ndarray) -> np.ndarray:
@@ -49,7 +49,9 @@ class Recognizer:
         model: a registered model name (``"default"``, see :func:`ferkit.list_models`) or a path
             to a run directory, ``model.pt`` or trainer checkpoint.
         device: ``auto`` | ``cpu`` | ``cuda`` | ``mps``.
-        engine: ``torch`` (the only engine so far).
+        engine: ``torch`` or ``onnx`` (onnxruntime on the CPU; ``model`` may then also be a ``.onnx``
+            file from ``ferkit export``; any other model is exported once and cached, see
+            :mod:`ferkit.inference.onnx_engine`).
         detector: ``retinaface`` (default), ``haar``, ``none`` (the whole image is the face) or a
             :class:`~ferkit.inference.detect.FaceDetector` instance.
         align: ``auto`` (what the detector calls for) or one of ``joint``, ``landmarks``, ``box``,
@@ -68,14 +70,22 @@ class Recognizer:
                  threads: int | None = None, batch_size: int = 64, tta_flip: bool | None = None,
                  detector_options: dict[str, Any] | None = None) -> None:
         from ferkit.engine.model_io import load_model
-        from ferkit.methods.base import Method
+        from ferkit.inference.onnx_engine import OnnxModel, cached_export, is_onnx_file
 
         if engine not in ENGINES:
             raise ConfigError(f"unknown engine '{engine}' (available: {', '.join(ENGINES)})")
         if threads:
             torch.set_num_threads(int(threads))
-        self.model = load_model(resolve_model(model), device)
-        self.model.net.eval()
+        if engine == "onnx":
+            if device not in ("auto", "cpu"):
+                raise ConfigError(f"engine 'onnx' runs on the CPU (got device={device!r})")
+            path = resolve_model(model)
+            self.model = OnnxModel(path if is_onnx_file(path) else cached_export(path), threads=threads)
+        else:
+            if is_onnx_file(model):
+                raise ConfigError(f"{model} is an ONNX file: use engine='onnx' (--engine onnx)")
+            self.model = load_model(resolve_model(model), device)
+            self.model.net.eval()
         self.labels: tuple[str, ...] = tuple(self.model.classes)
         self.size = int(self.model.preprocess["image_size"])
         self.channels = int(self.model.preprocess["channels"])
@@ -91,7 +101,6 @@ class Recognizer:
         self.batch_size = int(batch_size)
         self.tta_flip = tta_flip
         self.engine = engine
-        self._own_uncertainty = type(self.model.net).uncertainty is not Method.uncertainty
 
     def __repr__(self) -> str:
         return (f"Recognizer(model={self.model.source!r}, labels={len(self.labels)}, input={self.size}px "
@@ -103,24 +112,10 @@ class Recognizer:
         """Probabilities (N, K) float64 and uncertainty (N,) for uint8 crops at the model's size."""
         if len(crops) == 0:
             return np.zeros((0, len(self.labels))), np.zeros(0)
-        from ferkit.engine.batches import images_to_tensor
-
-        x = images_to_tensor(crops, self.channels)
-        with torch.inference_mode():
-            probs = self.model.predict_probs(x, batch_size=self.batch_size, tta_flip=self.tta_flip)
-            probs = np.asarray(probs, np.float64)
-            probs /= probs.sum(1, keepdims=True)
-            unc = None
-            if self._own_uncertainty:
-                parts = []
-                for i in range(0, len(x), self.batch_size):
-                    u = self.model.net.uncertainty(self.model.view(x[i:i + self.batch_size].to(self.model.device)))
-                    if u is None:
-                        parts = None
-                        break
-                    parts.append(u.float().cpu().numpy().reshape(-1))
-                unc = None if parts is None else np.concatenate(parts).astype(np.float64)
-        return probs, (normalised_entropy(probs) if unc is None else unc)
+        probs, unc = self.model.classify(crops, batch_size=self.batch_size, tta_flip=self.tta_flip)
+        probs = np.asarray(probs, np.float64)
+        probs /= probs.sum(1, keepdims=True)
+        return probs, (normalised_entropy(probs) if unc is None else np.asarray(unc, np.float64))
 
     def predict_faces(self, faces: Any) -> np.ndarray:
         """Probabilities (N, len(labels)) for face crops of any size, gray (H, W) or RGB (H, W, 3).
@@ -179,12 +174,17 @@ class Recognizer:
         weights of that class over the backbone's feature map (Zhou et al. 2016), ReLU, min-max scaled."""
         from ferkit.engine.batches import images_to_tensor
 
+        if self.engine != "torch":
+            raise ConfigError("class activation maps need engine='torch' (the ONNX graph returns probabilities only)")
         net = self.model.net.model
         x = self.model.view(images_to_tensor(crops, self.channels).to(self.model.device))
         with torch.inference_mode():
             out = net.extract(x)
-            k = out["logits"].argmax(1)
-            cam = torch.einsum("nc,nchw->nhw", net.fc.weight[k], out["feature_map"]).clamp_min(0)
+            # methods with their own head give the linear map from pooled features to logits
+            w, b = self.model.net.cam_weights() if hasattr(self.model.net, "cam_weights") else (net.fc.weight,
+                                                                                               net.fc.bias)
+            k = (out["embedding"] @ w.T + b).argmax(1)
+            cam = torch.einsum("nc,nchw->nhw", w[k], out["feature_map"]).clamp_min(0)
             cam = torch.nn.functional.interpolate(cam[:, None], size=(self.size, self.size), mode="bilinear",
                                                   align_corners=False)[:, 0]
             lo = cam.flatten(1).min(1).values[:, None, None]
@@ -232,7 +232,8 @@ class Recognizer:
     # ---- many inputs, videos ------------------------------------------------------------------
     def analyze(self, inputs: Any, frame_step: int = 1, *, out: str | Path | None = None,
                 annotate: str | Path | None = None, cam: bool = False, webcam: int | None = None,
-                max_frames: int | None = None, progress: bool = False, errors: str = "raise") -> pd.DataFrame:
+                max_frames: int | None = None, progress: bool = False, errors: str = "raise",
+                track: bool | None = None, smooth: float = 0.6) -> pd.DataFrame:
         """A pandas DataFrame with one row per face per frame (see :mod:`ferkit.inference.results`).
 
         Args:
@@ -248,8 +249,18 @@ class Recognizer:
             progress: show a progress bar (tqdm) over the frames.
             errors: ``raise`` an InputError on an unreadable file, or ``report`` it (one line on
                 stderr, a row with ``error`` set) and go on.
+            track: follow each face across the frames of a video or webcam (``track_id``) and
+                smooth its probabilities over time (``smooth_<label>``, ``label_smooth``), so a
+                viewer sees who is who and a steady label. None: on for videos and webcams, off for
+                photos; True: also treat consecutive photos / arrays in ``inputs`` as the frames
+                of one stream (e.g. frames a program grabbed itself); False: off.
+            smooth: the smoothing's weight of the past per source frame, in [0, 1) (0: the raw
+                probabilities); frame skipping does not change its time constant
+                (see :mod:`ferkit.inference.track`).
         """
+        from ferkit.inference.live import FpsMeter
         from ferkit.inference.results import frame_rows, make_frame, write_table
+        from ferkit.inference.track import StreamTracker
 
         if errors not in ("raise", "report"):
             raise ConfigError(f"errors must be 'raise' or 'report' (got {errors!r})")
@@ -263,6 +274,9 @@ class Recognizer:
         if out is not None and Path(out).suffix.lower() not in (".csv", ".json"):
             raise InputError(f"--out must end in .csv or .json (got {Path(out).name})")
         writer = _Annotator(Path(annotate), frame_step) if annotate is not None else None
+        tracker = StreamTracker(self.labels, smooth)  # checks ``smooth`` even when tracking is off
+        stream: Any = None  # the source the tracker follows now
+        meter = FpsMeter()
         bar = _progress(sources, frame_step, max_frames) if progress else None
         rows: list[dict[str, Any]] = []
         try:
@@ -276,9 +290,19 @@ class Recognizer:
                     rows += frame_rows(fr.source.name, fr.index, fr.time_s, [], self.labels, fr.error)
                     continue
                 faces, cams = self._predict_rgb(fr.rgb, cam=cam and writer is not None)
+                moving = fr.source.kind in ("video", "webcam")
+                key = fr.source if moving else (_PHOTOS if track else None)
+                if key is not stream:  # a new video: fresh ids, fresh averages, fresh rate
+                    stream = key
+                    meter.reset()
+                    if key is not None and track is not False:
+                        tracker.reset(frame_dt=_frame_dt(fr.source))
+                if key is not None and track is not False:
+                    tracker.update(faces, fr.time_s)
+                rate = meter.tick() if moving else None
                 rows += frame_rows(fr.source.name, fr.index, fr.time_s, faces, self.labels)
                 if writer is not None:
-                    writer.add(fr, faces, cams)
+                    writer.add(fr, faces, cams, fps=rate)
         except KeyboardInterrupt:
             if not any(s.kind == "webcam" for s in sources):
                 raise
@@ -291,6 +315,28 @@ class Recognizer:
         if out is not None:
             write_table(df, out)
         return df
+
+
+#: the stream of consecutive photos that ``analyze(track=True)`` follows
+_PHOTOS = "<photos>"
+
+
+def _frame_dt(src: Source) -> float | None:
+    """A source's frame interval in seconds (the smoothing's time unit): 1/fps of a video file,
+    the nominal 1/30 s of a webcam, None for photos (each photo is one step)."""
+    from ferkit.inference.live import WEBCAM_FPS
+
+    if src.kind == "webcam":
+        return 1.0 / WEBCAM_FPS
+    if src.kind == "video":
+        from ferkit.inference.video import video_info
+
+        try:
+            fps = video_info(src.obj)["fps"]
+        except InputError:
+            return None
+        return 1.0 / fps if fps and 0 < fps < 1000 else None
+    return None
 
 
 def _report(msg: str, bar) -> None:
@@ -345,12 +391,13 @@ class _Annotator:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
-    def add(self, fr, faces: list[dict], cams: list[np.ndarray] | None = None) -> None:
+    def add(self, fr, faces: list[dict], cams: list[np.ndarray] | None = None, fps: float | None = None) -> None:
+        """Draws one frame's faces (tracked ones with id and smoothed label; ``fps`` in the corner)."""
         import cv2
 
         from ferkit.inference.draw import annotate
 
-        img = cv2.cvtColor(annotate(fr.rgb, faces, cams=cams), cv2.COLOR_RGB2BGR)
+        img = cv2.cvtColor(annotate(fr.rgb, faces, cams=cams, fps=fps), cv2.COLOR_RGB2BGR)
         if fr.source.kind in ("image", "array"):
             path = self._target(fr.source)
             if path.suffix.lower() not in (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"):

@@ -12,6 +12,13 @@ Column groups (also in ``df.attrs["column_groups"]``), in this order:
   (RetinaFace's five points, named from the subject's side; NaN when the detector has none).
 - ``probs``: one column per label of the model, in ``Recognizer.labels`` order.
 - ``prediction``: ``label`` (the most probable) and ``uncertainty`` (0 = sure, 1 = no idea).
+- ``track``: ``track_id``, the face's id across the frames of one video or webcam (stable while
+  the face stays in view, never reused within the input; see :mod:`ferkit.inference.track`);
+  -1 for photos, frames without a face, or when tracking is off.
+- ``smooth``: ``smooth_<label>`` per label, the track's probabilities averaged over time (an
+  exponential moving average, ``smooth`` per source frame), and ``label_smooth``, their most
+  probable label; NaN and "" when the face is not tracked. The ``probs`` columns stay the raw
+  per-frame probabilities.
 
 Rows of frames without a face (or unreadable inputs) have NaN in the face, landmark and
 probability columns and an empty label.
@@ -34,11 +41,28 @@ INPUT_COLUMNS = ("input", "frame", "time_s", "error")
 FACE_COLUMNS = ("face", "face_found", "x", "y", "w", "h", "face_score")
 LANDMARK_COLUMNS = tuple(f"{n}_{c}" for n in LANDMARK_NAMES for c in "xy")
 PREDICTION_COLUMNS = ("label", "uncertainty")
+TRACK_COLUMNS = ("track_id",)
+SMOOTH_PREFIX = "smooth_"
+
+
+def smooth_columns(labels: tuple[str, ...]) -> list[str]:
+    """The ``smooth`` group: ``smooth_<label>`` per label, then ``label_smooth``."""
+    return [SMOOTH_PREFIX + lab for lab in labels] + ["label_smooth"]
 
 
 def column_groups(labels: tuple[str, ...]) -> dict[str, list[str]]:
     return {"input": list(INPUT_COLUMNS), "face": list(FACE_COLUMNS), "landmarks": list(LANDMARK_COLUMNS),
-            "probs": list(labels), "prediction": list(PREDICTION_COLUMNS)}
+            "probs": list(labels), "prediction": list(PREDICTION_COLUMNS), "track": list(TRACK_COLUMNS),
+            "smooth": smooth_columns(labels)}
+
+
+def _track_cells(f: dict | None, labels: tuple[str, ...]) -> dict[str, Any]:
+    """The track and smooth cells of one face dict (untracked: -1, NaN, "")."""
+    sm = None if f is None else f.get("probs_smooth")
+    tid = -1 if f is None or f.get("track_id") is None else int(f["track_id"])
+    return {"track_id": tid,
+            **{SMOOTH_PREFIX + lab: (float("nan") if sm is None else float(sm[lab])) for lab in labels},
+            "label_smooth": "" if sm is None else f.get("label_smooth", "")}
 
 
 def frame_rows(name: str, frame: int, time_s: float, faces: list[dict], labels: tuple[str, ...],
@@ -48,7 +72,8 @@ def frame_rows(name: str, frame: int, time_s: float, faces: list[dict], labels: 
     nan = float("nan")
     if not faces:
         row = {**base, "face": -1, "face_found": False, **{c: nan for c in FACE_COLUMNS[2:]},
-               **{c: nan for c in LANDMARK_COLUMNS}, **{lab: nan for lab in labels}, "label": "", "uncertainty": nan}
+               **{c: nan for c in LANDMARK_COLUMNS}, **{lab: nan for lab in labels}, "label": "", "uncertainty": nan,
+               **_track_cells(None, labels)}
         return [row]
     rows = []
     for i, f in enumerate(faces):
@@ -58,7 +83,7 @@ def frame_rows(name: str, frame: int, time_s: float, faces: list[dict], labels: 
                {c: float(lm[j // 2][j % 2]) for j, c in enumerate(LANDMARK_COLUMNS)})
         rows.append({**base, "face": i, "face_found": True, "x": x, "y": y, "w": w, "h": h,
                      "face_score": f["face_score"], **lmc, **{lab: f["probs"][lab] for lab in labels},
-                     "label": f["label"], "uncertainty": f["uncertainty"]})
+                     "label": f["label"], "uncertainty": f["uncertainty"], **_track_cells(f, labels)})
     return rows
 
 
@@ -66,7 +91,10 @@ def make_frame(rows: list[dict[str, Any]], labels: tuple[str, ...], **attrs: Any
     groups = column_groups(labels)
     cols = [c for g in groups.values() for c in g]
     df = pd.DataFrame(rows, columns=cols)
-    df = df.astype({"frame": "int64", "face": "int64", "face_found": "bool"}) if len(df) else df
+    if len(df):
+        df["track_id"] = df["track_id"].fillna(-1)  # rows made without tracking information
+        df["label_smooth"] = df["label_smooth"].fillna("")
+        df = df.astype({"frame": "int64", "face": "int64", "face_found": "bool", "track_id": "int64"})
     df.attrs["column_groups"] = groups
     df.attrs.update(attrs)
     return df
@@ -85,7 +113,8 @@ def _clean(v: Any) -> Any:
 
 
 def to_records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """Nested JSON records: one per input frame with its ``faces`` list, each face like predict()'s."""
+    """Nested JSON records: one per input frame with its ``faces`` list, each face like predict()'s
+    (tracked video faces also carry ``track_id``, ``probs_smooth`` and ``label_smooth``)."""
     groups = df.attrs.get("column_groups") or column_groups(())
     labels = groups["probs"]
     out: list[dict[str, Any]] = []
@@ -99,6 +128,11 @@ def to_records(df: pd.DataFrame) -> list[dict[str, Any]]:
             rec["faces"].append({"box": [float(r[c]) for c in "xywh"], "face_score": float(r["face_score"]),
                                  "landmarks": lm, "probs": {lab: float(r[lab]) for lab in labels},
                                  "label": r["label"], "uncertainty": float(r["uncertainty"])})
+            if "track_id" in r.index and int(r["track_id"]) >= 0:
+                rec["faces"][-1].update(
+                    track_id=int(r["track_id"]),
+                    probs_smooth={lab: float(r[SMOOTH_PREFIX + lab]) for lab in labels},
+                    label_smooth=r["label_smooth"])
         out.append(rec)
     return out
 
@@ -133,6 +167,9 @@ def summary_lines(df: pd.DataFrame, top: int = 3) -> list[str]:
             ranked = sorted(((lab, r[lab]) for lab in labels), key=lambda kv: -kv[1])[:top]
             probs = "  ".join(f"{lab} {p:.2f}" for lab, p in ranked)
             box = ",".join(str(int(round(r[c]))) for c in "xywh")
+            track = ""
+            if "track_id" in r.index and int(r["track_id"]) >= 0:
+                track = f"  track {int(r['track_id'])} {r['label_smooth']} (smoothed)"
             lines.append(f"{where}: face {r['face']} [{box}] {r['label']}  ({probs})  "
-                         f"uncertainty {r['uncertainty']:.2f}")
+                         f"uncertainty {r['uncertainty']:.2f}{track}")
     return lines

@@ -101,7 +101,8 @@ class APSM(Method):
         with torch.no_grad():
             acc = (self._logits(mu).argmax(1) == labels).float().mean()
             v = self.variance(s)
-        return loss, {"loss": float(loss.detach()), "ce": float((ce * keep).sum() / keep.sum().clamp_min(1)),
+            ce_mean = (ce * keep).sum() / keep.sum().clamp_min(1)
+        return loss, {"loss": float(loss.detach()), "ce": float(ce_mean),
                       "acc": float(acc), "var": float(v.mean())}
 
     # -- inference: the classifier on mu, the variance as uncertainty --------------------
