@@ -150,3 +150,31 @@ def test_cli_export_and_predict(tmp_path, capsys):
                  "--no-progress"]) == 0
     assert "face 0" in capsys.readouterr().out
     assert main(["export", "default", "--out", str(tmp_path / "x.onnx"), "--quantize", "fp4"]) != 0
+
+
+def test_ensemble_averages_members_and_exports(tmp_path, faces):
+    """An ensemble model.pt averages its members' probabilities, on both engines."""
+    from ferkit.engine.checkpoint import load_checkpoint, save_checkpoint
+    from ferkit.engine.model_io import load_model, make_ensemble, resolve_model_path
+    from ferkit.inference.onnx_engine import OnnxModel, export_onnx
+
+    # a second member: the default model with its classifier's weights perturbed
+    ck = load_checkpoint(resolve_model_path("default"))
+    torch.manual_seed(0)
+    w = [k for k in ck["state_dict"] if k.endswith("fc.weight")][0]
+    ck["state_dict"][w] = ck["state_dict"][w] + 0.5 * torch.randn_like(ck["state_dict"][w])
+    save_checkpoint(ck, tmp_path / "b.pt")
+    ens = make_ensemble(["default", tmp_path / "b.pt"])
+    save_checkpoint(ens, tmp_path / "ens.pt")
+    m = load_model(tmp_path / "ens.pt", "cpu")
+    a, b = load_model("default", "cpu"), load_model(tmp_path / "b.pt", "cpu")
+    for flip in (False, True):
+        expect = 0.5 * (a.predict_probs(faces, tta_flip=flip) + b.predict_probs(faces, tta_flip=flip))
+        np.testing.assert_allclose(m.predict_probs(faces, tta_flip=flip), expect, atol=1e-5)
+    assert m.classify(faces)[1] is None  # no method uncertainty: the Recognizer uses entropy
+    out = export_onnx(m, tmp_path / "ens.onnx")
+    np.testing.assert_allclose(OnnxModel(out).predict_probs(faces), m.predict_probs(faces), atol=1e-4)
+    with pytest.raises(InputError, match="differ"):
+        ck["preprocess"] = {**ck["preprocess"], "image_size": 64}
+        save_checkpoint(ck, tmp_path / "c.pt")
+        make_ensemble(["default", tmp_path / "c.pt"])

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from ferkit.augment import build_augment
 from ferkit.engine.batches import images_to_tensor, make_view
@@ -50,7 +51,7 @@ class LoadedModel:
     @property
     def has_uncertainty(self) -> bool:
         """Whether the method gives its own per-sample uncertainty (``Method.uncertainty``)."""
-        return type(self.net).uncertainty is not Method.uncertainty
+        return has_own_uncertainty(self.net)
 
     def classify(self, images: np.ndarray | torch.Tensor, batch_size: int = 512,
                  tta_flip: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -71,6 +72,11 @@ class LoadedModel:
                     return probs, None
                 parts.append(u.float().cpu().numpy().reshape(-1))
         return probs, np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def has_own_uncertainty(net: nn.Module) -> bool:
+    """Whether ``net`` overrides ``Method.uncertainty`` (APSM does; CE and ensembles do not)."""
+    return getattr(type(net), "uncertainty", Method.uncertainty) is not Method.uncertainty
 
 
 def resolve_model_path(model: str | Path) -> Path:
@@ -103,10 +109,32 @@ def load_model(model: str | Path, device: str | torch.device = "auto") -> Loaded
     path = resolve_model_path(model)
     ck = load_checkpoint(path)
     dev = resolve_device(device)
+    fmt = ck.get("format", "")
+    if fmt.startswith("ferkit-ensemble"):
+        members = [_build_method(m, dev) for m in ck["members"]]
+        net: nn.Module = Ensemble(members).to(dev).eval()
+        return LoadedModel(net, tuple(ck["classes"]), dict(ck["preprocess"]), dev, str(path),
+                           dict(ck.get("metrics", {})))
+    if not (fmt.startswith("ferkit-model") or fmt.startswith("ferkit-checkpoint")):
+        raise InputError(f"{path} is not a ferkit model or checkpoint")
+    net = _build_method(ck, dev)
+    return LoadedModel(net, tuple(ck["classes"]), _preprocess(ck), dev, str(path), dict(ck.get("metrics", {})))
+
+
+def _preprocess(ck: dict[str, Any]) -> dict[str, Any]:
     if ck.get("format", "").startswith("ferkit-model"):
-        method_cfg, model_cfg, state = ck["method"], ck["model"], ck["state_dict"]
-        preprocess, metrics = ck["preprocess"], ck.get("metrics", {})
-    elif ck.get("format", "").startswith("ferkit-checkpoint"):
+        return dict(ck["preprocess"])
+    cfg = ck["config"]
+    d = cfg["data"]
+    return {"image_size": d["image_size"], "channels": d["channels"], "mean": d["mean"], "std": d["std"],
+            "tta_flip": cfg["train"].get("tta_flip", False)}
+
+
+def _build_method(ck: dict[str, Any], dev: torch.device) -> Method:
+    """The method (model + heads) of a model.pt dict or a trainer checkpoint dict, in eval mode."""
+    if ck.get("format", "").startswith("ferkit-model"):
+        method_cfg, model_cfg, state = ck["method"], dict(ck["model"]), ck["state_dict"]
+    else:
         cfg = ck["config"]
         method_cfg = cfg["method"]
         d = cfg["data"]
@@ -114,15 +142,42 @@ def load_model(model: str | Path, device: str | torch.device = "auto") -> Loaded
                          image_size=d["image_size"], **cfg["model"].get("options", {}))
         ema = ck.get("hooks", {}).get("EMAHook")
         state = ema["shadow"] if ema else ck["method"]
-        preprocess = {"image_size": d["image_size"], "channels": d["channels"], "mean": d["mean"],
-                      "std": d["std"], "tta_flip": cfg["train"].get("tta_flip", False)}
-        metrics = {}
-    else:
-        raise InputError(f"{path} is not a ferkit model or checkpoint")
-    model_cfg = dict(model_cfg)
     net_model = build_model(model_cfg.pop("name"), **model_cfg)
-    classes = tuple(ck["classes"])
-    net = get_method(method_cfg["name"])(net_model, method_cfg, len(classes), {})
+    net = get_method(method_cfg["name"])(net_model, method_cfg, len(ck["classes"]), {})
     net.load_state_dict(state)
-    net.to(dev).eval()
-    return LoadedModel(net, classes, dict(preprocess), dev, str(path), dict(metrics))
+    return net.to(dev).eval()
+
+
+class Ensemble(nn.Module):
+    """Several trained models of the same labels and input, averaged in probability.
+
+    ``predict_logits`` returns ``log(mean_i softmax(logits_i))``, so a softmax of it is the
+    members' mean probability and everything built on ``predict_logits`` (evaluation, the
+    Recognizer, ONNX export) works unchanged. Made with ``benchmarks/bundle_model.py --ensemble``.
+    """
+
+    def __init__(self, members: list[Method]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([m.predict_logits(x).float().softmax(1) for m in self.members]).mean(0)
+        return probs.clamp_min(1e-12).log()
+
+
+def make_ensemble(models: list[str | Path], metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An ensemble model dict (save it with ``save_checkpoint``) from ``model.pt`` files that share
+    labels and preprocessing (flip averaging: on if any member had it)."""
+    cks = [load_checkpoint(resolve_model_path(m)) for m in models]
+    if not cks or any(not c.get("format", "").startswith("ferkit-model") for c in cks):
+        raise InputError("an ensemble is made of model.pt files (ferkit-model format)")
+    first = cks[0]
+    keys = ("image_size", "channels", "mean", "std")
+    for m, c in zip(models, cks):
+        if tuple(c["classes"]) != tuple(first["classes"]) or any(c["preprocess"][k] != first["preprocess"][k]
+                                                                  for k in keys):
+            raise InputError(f"{m}: labels or input differ from the first member's; cannot ensemble")
+    pre = dict(first["preprocess"])
+    pre["tta_flip"] = any(c["preprocess"].get("tta_flip") for c in cks)
+    return {"format": "ferkit-ensemble/1", "classes": list(first["classes"]), "preprocess": pre,
+            "metrics": dict(metrics or {}), "members": cks}

@@ -119,8 +119,13 @@ def accuracy_by_uncertainty(uncertainty: Any, correct: Any, bins: int = 10,
     }
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.2g}" if abs(x) < 0.01 or abs(x) >= 100 else f"{x:.2f}"
+def _edge_labels(edges: Sequence[float]) -> list[str]:
+    """``"lo-hi"`` per bin with the fewest significant digits (2 to 8) that tell the edges apart."""
+    for digits in range(2, 9):
+        text = [f"{e:.{digits}g}" for e in edges]
+        if len(set(text)) == len(set(edges)):
+            break
+    return [f"{text[b]}-{text[b + 1]}" for b in range(len(edges) - 1)]
 
 
 def plot_accuracy_by_uncertainty(table: Mapping[str, Any], path: str | Path, title: str = "Accuracy by uncertainty",
@@ -143,7 +148,7 @@ def plot_accuracy_by_uncertainty(table: Mapping[str, Any], path: str | Path, tit
                label=f"overall {table['accuracy_all']:.3f}")
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
-    ax.set_xticks(x, [f"{_fmt(edges[b])}-{_fmt(edges[b + 1])}" for b in range(len(count))], rotation=40,
+    ax.set_xticks(x, _edge_labels(edges), rotation=40,
                   ha="right", rotation_mode="anchor", fontsize=8)
     ax.set_xlabel(f"{xlabel} ({table['strategy']} bins)")
     ax.grid(axis="y", alpha=0.25)
@@ -253,10 +258,14 @@ def spearman(x: Any, y: Any) -> float | None:
 
 
 def vote_entropy(vote_dist: Any) -> np.ndarray:
-    """Entropy (over log K, in [0, 1]) of each row of annotator votes or vote proportions."""
+    """Entropy (over log K, in [0, 1]) of each row of annotator votes or vote proportions: how much the
+    annotators disagreed (0: all chose one class)."""
     v = np.asarray(vote_dist, np.float64)
     if v.ndim != 2 or (v < 0).any():
         raise ValueError(f"vote_dist must be (N, K) non-negative counts or proportions, got shape {v.shape}")
+    # sorted rows: votes that are permutations of each other (8-2-0 and 2-0-8) get bit-identical
+    # entropies, so they tie in the ranks instead of being ordered by rounding noise
+    v = np.sort(v, axis=1)
     total = v.sum(1, keepdims=True)
     return softmax_entropy(np.divide(v, total, out=np.full_like(v, 1.0 / v.shape[1]), where=total > 0))
 
@@ -374,33 +383,33 @@ def plot_occlusion(results: Mapping[str, Mapping[str, Any]] | Mapping[str, Any],
                    title: str = "Occlusion") -> Path:
     """Accuracy (left axis, solid) and mean uncertainty (right axis, dashed) against the hidden share.
 
-    ``results`` is one :func:`occlusion_sweep` result or ``{name: result}`` to compare models.
+    ``results`` is one :func:`occlusion_sweep` result or ``{name: result}`` to compare models; each
+    model gets its own panel, because uncertainties of different kinds (APSM's ``sigma^2``, an
+    entropy in [0, 1]) have scales that would flatten each other on one axis.
     """
     from ferkit.evaluation.plots import new_figure, save_figure
 
     runs = {"": results} if "fractions" in results else dict(results)
-    fig = new_figure((5.8, 4.2))
-    ax = fig.add_subplot()
-    twin = ax.twinx()
-    colours = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3"]
-    for i, (name, r) in enumerate(runs.items()):
-        c = colours[i % len(colours)]
+    fig = new_figure((4.6 * len(runs) + 0.6, 4.2))
+    axes = fig.subplots(1, len(runs), squeeze=False, gridspec_kw={"wspace": 0.6})[0]
+    for ax, (name, r) in zip(axes, runs.items()):
         x = 100 * np.asarray(r["hidden_share"], np.float64)
-        prefix = f"{name}: " if name else ""
-        ax.plot(x, [a if a is not None else np.nan for a in r["accuracy"]], "o-", color=c, linewidth=1.4,
-                markersize=4, label=f"{prefix}accuracy")
-        kind = "sigma^2" if r.get("uncertainty_kind") == "method" else "entropy"
-        lin = f", r = {r['linear_r']:.3f}" if r.get("linear_r") is not None else ""
-        twin.plot(x, [m if m is not None else np.nan for m in r["mean_uncertainty"]], "s--", color=c,
-                  linewidth=1.2, markersize=4, label=f"{prefix}mean {kind}{lin}")
-    ax.set_xlabel("face hidden by random blocks (%)")
-    ax.set_ylabel("accuracy (solid)")
-    ax.set_ylim(0, 1)
-    twin.set_ylabel("mean uncertainty (dashed)")
-    ax.grid(alpha=0.25)
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = twin.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, loc="center left", fontsize=7)
-    first = next(iter(runs.values()))
-    ax.set_title(f"{title}\nblocks {first['block']} px, fill {first['fill']}, n = {first['n']}", fontsize=10)
+        ax.plot(x, [a if a is not None else np.nan for a in r["accuracy"]], "o-", color="#4c72b0", linewidth=1.4,
+                markersize=4, label="accuracy")
+        kind = "sigma^2" if r.get("uncertainty_kind") == "method" else "normalised entropy"
+        lin = f" (r = {r['linear_r']:.3f})" if r.get("linear_r") is not None else ""
+        twin = ax.twinx()
+        twin.plot(x, [m if m is not None else np.nan for m in r["mean_uncertainty"]], "s--", color="#dd8452",
+                  linewidth=1.2, markersize=4, label=f"mean {kind}{lin}")
+        ax.set_xlabel("face hidden by random blocks (%)")
+        ax.set_ylabel("accuracy (solid)")
+        ax.set_ylim(0, 1)
+        twin.set_ylabel(f"mean {kind} (dashed)")
+        ax.grid(alpha=0.25)
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = twin.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, loc="lower left", fontsize=7)
+        ax.set_title(f"{name + ': ' if name else ''}blocks {r['block']} px, fill {r['fill']}, n = {r['n']}",
+                     fontsize=9)
+    fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)

@@ -56,12 +56,6 @@ class _ExportGraph(nn.Module):
         return probs
 
 
-def _has_own_uncertainty(net: nn.Module) -> bool:
-    from ferkit.methods.base import Method
-
-    return type(net).uncertainty is not Method.uncertainty
-
-
 def export_onnx(model: Any, out: str | Path, *, quantize: str | None = None, opset: int = 17,
                 tta_flip: bool | None = None) -> Path:
     """Write ``model`` (a bundled name, run directory, model.pt or checkpoint) as an ONNX file.
@@ -74,7 +68,7 @@ def export_onnx(model: Any, out: str | Path, *, quantize: str | None = None, ops
         tta_flip: store this flip-averaging default instead of the model's own.
     """
     from ferkit.atomic import atomic_write_bytes
-    from ferkit.engine.model_io import LoadedModel, load_model
+    from ferkit.engine.model_io import LoadedModel, has_own_uncertainty, load_model
 
     if quantize not in QUANTIZE:
         raise ConfigError(f"unknown quantisation '{quantize}' (none or int8)")
@@ -84,7 +78,7 @@ def export_onnx(model: Any, out: str | Path, *, quantize: str | None = None, ops
     if tta_flip is not None:
         p["tta_flip"] = bool(tta_flip)
     size, channels = int(p["image_size"]), int(p["channels"])
-    with_unc = _has_own_uncertainty(net)
+    with_unc = has_own_uncertainty(net)
     graph = _ExportGraph(net, p["mean"], p["std"], with_unc).eval()
     outputs = ["probs", "uncertainty"] if with_unc else ["probs"]
     dummy = torch.full((2, channels, size, size), 128.0)

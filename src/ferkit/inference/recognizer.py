@@ -176,6 +176,8 @@ class Recognizer:
 
         if self.engine != "torch":
             raise ConfigError("class activation maps need engine='torch' (the ONNX graph returns probabilities only)")
+        if not hasattr(self.model.net, "model"):
+            raise ConfigError("class activation maps need a single model, not an ensemble")
         net = self.model.net.model
         x = self.model.view(images_to_tensor(crops, self.channels).to(self.model.device))
         with torch.inference_mode():
