@@ -133,10 +133,12 @@ def main() -> None:
     ap.add_argument("--model", default="default")
     ap.add_argument("--warmup", type=int, default=3, help="Untimed requests first (model and allocator warm-up).")
     ap.add_argument("--timeout", type=float, default=300.0, help="Per-request timeout, seconds.")
+    ap.add_argument("--detect-size", type=int, default=480, help="ferkit serve --detect-size (its default: 480).")
     args = ap.parse_args()
 
     data = photo_640x480()
-    server_args = ["--model", args.model, "--engine", args.engine, "--threads", str(args.threads)]
+    server_args = ["--model", args.model, "--engine", args.engine, "--threads", str(args.threads),
+                   "--detect-size", str(args.detect_size)]
     out = results_dir("serve_load")
     with serve_subprocess(server_args, log=out / "server.log") as (url, _proc):
         import httpx

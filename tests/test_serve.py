@@ -31,6 +31,10 @@ with warnings.catch_warnings():  # starlette's note about a future httpx replace
 
 ASTRONAUT = example_path("astronaut").read_bytes()
 
+from ferkit.inference.zoo import ALIASES  # noqa: E402
+
+DEFAULT_NAME = ALIASES["default"]
+
 
 @pytest.fixture(scope="module")
 def rec():
@@ -68,12 +72,12 @@ def test_health(client, rec):
     assert h["status"] == "ok"
     assert h["labels"] == list(rec.labels)
     assert h["engine"] == "torch"
-    assert h["model"] == "fer2013-compact-48g-7"
+    assert h["model"] == DEFAULT_NAME
 
 
 def test_models(client):
     m = client.get("/models").json()
-    assert m["loaded"] == "fer2013-compact-48g-7"
+    assert m["loaded"] == DEFAULT_NAME
     names = {c["name"] for c in m["models"]}
     assert {c["name"] for c in ferkit.list_models()} == names
     loaded = [c for c in m["models"] if c["loaded"]]
@@ -88,7 +92,7 @@ def test_predict_matches_recognizer(client, rec):
     assert r.status_code == 200, r.text
     body = r.json()
     assert (body["width"], body["height"]) == (rgb.shape[1], rgb.shape[0])
-    assert body["labels"] == list(rec.labels) and body["model"] == "fer2013-compact-48g-7"
+    assert body["labels"] == list(rec.labels) and body["model"] == DEFAULT_NAME
     assert body["no_face"] is False and body["time_ms"] > 0
     assert len(body["faces"]) == len(expected) >= 1
     for got, want in zip(body["faces"], expected):

@@ -74,15 +74,30 @@ def resolve_model(model: str | Path) -> Path:
     raise InputError(f"unknown model '{name}': not a registered name ({known}) nor an existing path")
 
 
+FER2013_7 = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear"]
+
+register_model(
+    "fer2013-compactdeep-48g-7",
+    "fer2013_compactdeep_48g_7.pt",
+    {
+        "description": "accurate CPU model: compact_wide with two residual units per stage, CE on FER2013",
+        "architecture": "compact_wide, stages (64,2) (128,2) (256,2)",
+        "input": "48x48 grayscale face, FER2013 framing (alignment template 'fer2013')",
+        "labels": FER2013_7,
+        "training_data": "FER2013 Training (28,709 faces); research use, see the dataset's terms",
+    },
+    aliases=("default", "accurate"),
+)
+
 register_model(
     "fer2013-compact-48g-7",
     "fer2013_compact_48g_7.pt",
     {
-        "description": "compact_wide CNN trained with cross-entropy on FER2013 (Training split)",
+        "description": "fast CPU model: compact_wide CNN trained with cross-entropy on FER2013 (Training split)",
         "architecture": "compact_wide",
         "input": "48x48 grayscale face, FER2013 framing (alignment template 'fer2013')",
-        "labels": ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear"],
+        "labels": FER2013_7,
         "training_data": "FER2013 Training (28,709 faces); research use, see the dataset's terms",
     },
-    aliases=("default",),
+    aliases=("fast",),
 )
