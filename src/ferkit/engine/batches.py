@@ -89,6 +89,22 @@ class BatchLoader:
             idx = perm[b * self.batch_size:(b + 1) * self.batch_size][self.rank::self.world]
             yield self.take(idx)
 
+    def cycle(self, start: int = 0) -> Iterator[dict[str, Tensor]]:
+        """Batches without end from global batch number ``start`` on: batch ``s`` is batch
+        ``s % len`` of the loader's epoch ``s // len``, each pass in its own shuffled order.
+
+        For loaders that restart on their own (the unlabelled stream of a semi-supervised run, or
+        the labelled one under a fixed ``train.steps_per_epoch``): the position is one integer,
+        so a resume only needs the global step.
+        """
+        n = len(self)
+        if n == 0:
+            raise ValueError(f"{len(self.labels)} rows are fewer than one batch of {self.batch_size}")
+        s = int(start)
+        while True:
+            yield from self.batches(s // n, start=s % n)
+            s = (s // n + 1) * n
+
     def take(self, idx: Tensor) -> dict[str, Tensor]:
         nb = self.device.type == "cuda"
         out = {

@@ -52,7 +52,9 @@ DEFAULTS: dict[str, Any] = {
         "limit_val": None,
         "noise_rate": 0.0,  # fraction of training labels flipped to another class
         "noise_seed": 0,
-        "labelled": None,  # semi-supervised: int count or float fraction kept labelled
+        "labelled": None,  # semi-supervised: int count or float fraction kept labelled (seeded, per class
+        # in proportion); the rest of the training split is the unlabelled set
+        "unlabelled_ratio": 7,  # semi-supervised: unlabelled rows per labelled row in a step (FixMatch's mu = 7)
         "mean": 0.5,  # normalisation: one number or one per channel (ImageNet's for RGB pretrained weights)
         "std": 0.5,
     },
@@ -80,6 +82,8 @@ DEFAULTS: dict[str, Any] = {
     },
     "train": {
         "epochs": 30,
+        "steps_per_epoch": None,  # None: an epoch is one pass over the (labelled) training rows; an int: that
+        # many steps, the loaders cycling on their own (FixMatch-style iteration budgets)
         "device": "auto",
         "amp": "auto",  # bf16 autocast on CUDA when auto; never on CPU
         "threads": None,  # torch intra-op threads; default: torch's choice

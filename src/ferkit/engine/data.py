@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ferkit.data import inject_noise, load_dataset
-from ferkit.data.splits import subsample
+from ferkit.data.splits import split_labelled, subsample
 from ferkit.data.types import FaceDataset
 from ferkit.errors import ConfigError
 
@@ -17,6 +17,22 @@ def load_run_data(cfg: dict[str, Any]) -> tuple[FaceDataset, FaceDataset | None,
 
     ``limit_train`` / ``limit_val`` take a stratified, seeded subset (quick runs, tests);
     ``noise_rate`` flips training labels only (validation rows are never touched).
+    ``labelled`` (semi-supervised) keeps that count or fraction of the training rows labelled
+    (:func:`~ferkit.data.splits.split_labelled`, seeded by ``seed``, in proportion to the classes):
+    ``train`` is then the labelled part and the unlabelled part comes from :func:`load_ssl_data`.
+    """
+    train, _, val, info = load_ssl_data(cfg)
+    return train, val, info
+
+
+def load_ssl_data(cfg: dict[str, Any]) -> tuple[FaceDataset, FaceDataset | None, FaceDataset | None,
+                                                 dict[str, Any]]:
+    """(labelled train, unlabelled train or None, val or None, info) for a resolved run config.
+
+    Without ``data.labelled`` the unlabelled part is None and the rest is :func:`load_run_data`.
+    The unlabelled rows keep their true labels, which the trainer passes as ``u_labels`` for
+    analysis only (pseudo-label precision / recall); no method may train on them. Label noise,
+    when asked for, is injected into the labelled part only, after the split.
     """
     d = cfg["data"]
     if not d.get("path"):
@@ -29,6 +45,12 @@ def load_run_data(cfg: dict[str, Any]) -> tuple[FaceDataset, FaceDataset | None,
         train = train.subset(subsample(train.labels, int(d["limit_train"]), seed=seed))
     if val is not None and d.get("limit_val"):
         val = val.subset(subsample(val.labels, int(d["limit_val"]), seed=seed))
+    unlabelled = None
+    if d.get("labelled") is not None:
+        lab_idx, unl_idx = split_labelled(train.labels, _count_or_fraction(d["labelled"]), train.num_classes, seed)
+        if len(unl_idx) == 0:
+            raise ConfigError(f"data.labelled={d['labelled']} keeps every training row labelled: nothing unlabelled")
+        train, unlabelled = train.subset(lab_idx), train.subset(unl_idx)
     if float(d.get("noise_rate") or 0) > 0:
         noisy, flipped = inject_noise(train.labels, float(d["noise_rate"]), train.num_classes,
                                       int(d.get("noise_seed", 0)))
@@ -44,4 +66,22 @@ def load_run_data(cfg: dict[str, Any]) -> tuple[FaceDataset, FaceDataset | None,
     }
     if "flipped" in train.meta:
         info["flipped_fraction"] = float(np.mean(train.meta["flipped"]))
-    return train, val, info
+    if unlabelled is not None:
+        info["num_unlabelled"] = len(unlabelled)
+    return train, unlabelled, val, info
+
+
+def _count_or_fraction(value: Any) -> int | float:
+    """``data.labelled``: an int (or an integral number such as 4000.0 or "4000") is a count of rows,
+    a number in (0, 1) a fraction."""
+    if isinstance(value, bool):
+        raise ConfigError(f"data.labelled must be a count or a fraction, not {value!r}")
+    try:
+        num = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"data.labelled must be a count or a fraction, not {value!r}") from None
+    if 0 < num < 1:
+        return num
+    if num >= 1 and num == int(num):
+        return int(num)
+    raise ConfigError(f"data.labelled must be a count (>= 1) or a fraction in (0, 1), not {value!r}")

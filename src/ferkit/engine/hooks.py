@@ -174,6 +174,6 @@ class ProgressHook(Hook):
             self.bar.close()
             self.bar = None
         if dist.is_main():
-            shown = {k: v for k, v in row.items() if isinstance(v, float)}
+            shown = {k: v for k, v in row.items() if isinstance(v, float) and "/" not in k}  # not per-class
             text = "  ".join(f"{k}={v:.4f}" for k, v in shown.items())
             print(f"epoch {row['epoch'] + 1}/{tr.epochs}  {text}", flush=True)

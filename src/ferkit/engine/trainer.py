@@ -5,6 +5,22 @@ forward, backward, (distributed gradient average), step; EMA, evaluation, checkp
 and the progress bar are hooks (engine/hooks.py). A run whose directory holds a checkpoint
 resumes from it: model, method heads, optimiser, schedule, EMA, RNG states and the position in
 the epoch are restored, so the result is the same as an uninterrupted run.
+
+Semi-supervised runs (``data.labelled`` set, a method with ``uses_unlabelled``): each batch holds
+the labelled rows (``images``, ``labels``, ``index``) and ``unlabelled_ratio`` x as many unlabelled
+rows (``u_images``, ``u_index``, and ``u_labels``, their true labels, for analysis only) from a
+second loader with its own shuffled order that restarts on its own. An epoch is one pass over
+the labelled rows, or ``train.steps_per_epoch`` steps (then the labelled loader cycles too).
+Global step ``s`` takes batch ``s`` of each loader's endless stream, so the step alone fixes
+both positions and a resume stays exact. A method with ``uses_unlabelled = False`` (``ce``) on
+such a run trains on the labelled part only: the supervised baseline.
+
+What a method may use besides its batch (set here, plain callables so the EMA's deep copy of the
+method neither copies nor registers them): ``method.ema_model()``, the EMA copy of the method
+(None when ``train.ema`` is 0), and ``method.labelled_data()``, the labelled training images
+(uint8, N x C x H x W, on the CPU) and labels; ``method.on_epoch_end(epoch)`` runs after the
+epoch's last step, before evaluation and the end-of-epoch checkpoint, and its dict joins the
+epoch row (Ada-CM computes its margins there, from the EMA model).
 """
 
 from __future__ import annotations
@@ -13,6 +29,7 @@ import json
 import math
 import platform
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +50,7 @@ from ferkit.engine.checkpoint import (
     set_rng_state,
 )
 from ferkit.engine.config import save_config
-from ferkit.engine.data import load_run_data
+from ferkit.engine.data import load_ssl_data
 from ferkit.engine.device import autocast_dtype, resolve_device
 from ferkit.engine.hooks import CheckpointHook, EMAHook, EvalHook, Hook, LoggerHook, ProgressHook
 from ferkit.errors import ConfigError
@@ -75,7 +92,7 @@ class Trainer:
         seed_everything(int(cfg["seed"]) + self.rank)
 
         dcfg = cfg["data"]
-        self.train_data, self.val_data, info = load_run_data(cfg)
+        self.train_data, self.unlabelled_data, self.val_data, info = load_ssl_data(cfg)
         self.classes = self.train_data.classes
         self.channels = int(dcfg["channels"])
         self.loader = BatchLoader(self.train_data, self.channels, cfg["optim"]["batch_size"], shuffle=True,
@@ -84,17 +101,24 @@ class Trainer:
         if len(self.loader) == 0:
             raise ConfigError(f"training split has {len(self.train_data)} rows, fewer than one batch of "
                               f"{cfg['optim']['batch_size']}")
+        method_cls = get_method(cfg["method"]["name"])
+        self.u_loader = self._unlabelled_loader(method_cls)
         self.steps_per_epoch = len(self.loader)
+        if tcfg.get("steps_per_epoch") is not None:
+            self.steps_per_epoch = int(tcfg["steps_per_epoch"])
+            if self.steps_per_epoch < 1:
+                raise ConfigError(f"train.steps_per_epoch must be >= 1, not {tcfg['steps_per_epoch']}")
 
         torch.manual_seed(int(cfg["seed"]))  # the same initial weights on every process
         model = build_model(cfg["model"]["name"], num_classes=len(self.classes), in_channels=self.channels,
                             image_size=int(dcfg["image_size"]), **cfg["model"].get("options", {}))
         if cfg["model"].get("pretrained"):
             load_pretrained(model, cfg["model"]["pretrained"])
-        method_cls = get_method(cfg["method"]["name"])
         self.method: Method = method_cls(model, cfg["method"], len(self.classes), info)
         if self.world > 1 and self.device.type == "cuda" and tcfg.get("sync_bn", True):
             self.method = nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
+        self.method.ema_model = lambda: self.ema.shadow if self.ema is not None else None
+        self.method.labelled_data = lambda: (self.loader.images, self.loader.labels)
         self.method.to(self.device)
         dist.broadcast_module(self.method)
         seed_everything(int(cfg["seed"]) * 7919 + self.rank + 1)
@@ -120,6 +144,25 @@ class Trainer:
                        CheckpointHook(tcfg["checkpoint_every_steps"]), self.progress]
 
     # ---- set-up helpers -------------------------------------------------------------------
+    def _unlabelled_loader(self, method_cls: type[Method]) -> BatchLoader | None:
+        """The unlabelled stream of a semi-supervised run; None when the method trains on labels only."""
+        if not method_cls.uses_unlabelled:
+            return None
+        if self.unlabelled_data is None:
+            raise ConfigError(f"method '{method_cls.name}' learns from unlabelled data: set data.labelled "
+                              "(a count or a fraction of the training split to keep labelled)")
+        ratio = self.cfg["data"]["unlabelled_ratio"]
+        if isinstance(ratio, bool) or not isinstance(ratio, int) or ratio < 1:
+            raise ConfigError(f"data.unlabelled_ratio must be an integer >= 1, not {ratio!r}")
+        size = ratio * int(self.cfg["optim"]["batch_size"])
+        loader = BatchLoader(self.unlabelled_data, self.channels, size, shuffle=True, drop_last=True,
+                             seed=int(self.cfg["seed"]) + 500_009, rank=self.rank, world=self.world,
+                             device=self.device)  # its own seed: an order unrelated to the labelled one
+        if len(loader) == 0:
+            raise ConfigError(f"{len(self.unlabelled_data)} unlabelled rows are fewer than one unlabelled batch of "
+                              f"{size} (data.unlabelled_ratio x optim.batch_size)")
+        return loader
+
     def _build_optimizer(self) -> torch.optim.Optimizer:
         ocfg = self.cfg["optim"]
         decay, no_decay = [], []
@@ -238,16 +281,31 @@ class Trainer:
         self.method.train()
         self.method.on_epoch_start(self.epoch)
         self.progress.start_epoch(self)
-        for batch in self.loader.batches(self.epoch, start=self.batch_in_epoch):
+        for batch in self._batches():
             logs = self._step(batch)
             self.step += 1
             self.batch_in_epoch += 1
             for h in self.hooks:
                 h.after_step(self, logs)
         row: dict[str, Any] = {"epoch": self.epoch, "step": self.step}
+        row.update(self.method.on_epoch_end(self.epoch) or {})
         for h in self.hooks:
             h.after_epoch(self, row)
         return row
+
+    def _batches(self) -> Iterator[dict[str, Tensor]]:
+        """The rest of this epoch's batches. Global step ``s`` takes batch ``s`` of the labelled
+        stream (with the default epoch length: batch ``s % len`` of loader epoch ``s // len``, as a
+        plain epoch loop would) and, in a semi-supervised run, batch ``s`` of the unlabelled one."""
+        start = self.epoch * self.steps_per_epoch + self.batch_in_epoch
+        labelled = self.loader.cycle(start)
+        unlabelled = self.u_loader.cycle(start) if self.u_loader is not None else None
+        for _ in range(self.steps_per_epoch - self.batch_in_epoch):
+            batch = next(labelled)
+            if unlabelled is not None:
+                u = next(unlabelled)
+                batch.update(u_images=u["images"], u_index=u["index"], u_labels=u["labels"])
+            yield batch
 
     def _step(self, batch: dict[str, Tensor]) -> dict[str, float]:
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
@@ -281,6 +339,7 @@ class Trainer:
         meta = {"git_commit": git_commit(), "ferkit": __version__, "torch": torch.__version__,
                 "python": platform.python_version(), "device": str(self.device), "world_size": self.world,
                 "num_train": len(self.train_data), "num_val": len(self.val_data) if self.val_data else 0,
+                "num_unlabelled": len(self.unlabelled_data) if self.unlabelled_data is not None else 0,
                 "classes": list(self.classes), "data_meta": _jsonable(self.train_data.meta)}
         (self.run_dir / "meta.json").write_text(json.dumps(meta, indent=2))
 
@@ -312,10 +371,11 @@ def predict_probs(net: nn.Module, images: Tensor, view, device: torch.device, ba
         for i in range(0, images.shape[0], batch_size):
             x = view(images[i:i + batch_size].to(device))
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                logits = net.predict_logits(x).float()
-                p = logits.softmax(1)
-                if tta_flip:
-                    p = 0.5 * (p + net.predict_logits(x.flip(3)).float().softmax(1))
+                if tta_flip:  # one pass over the faces and their mirror images (fewer, larger calls)
+                    p = net.predict_logits(torch.cat([x, x.flip(3)])).float().softmax(1)
+                    p = 0.5 * (p[:len(x)] + p[len(x):])
+                else:
+                    p = net.predict_logits(x).float().softmax(1)
             out.append(p.cpu())
     finally:
         net.train(was_training)

@@ -21,10 +21,19 @@ class Method(nn.Module):
     so are optimised, checkpointed and averaged across processes with it. ``self.views`` maps a
     policy name ("train", "weak", "strong", "eval") to a function turning a uint8 batch
     (B, C, H, W) into normalised float model input; the trainer fills it.
+
+    Semi-supervised methods set ``uses_unlabelled = True``: the trainer then adds an unlabelled
+    batch to every step (``u_images``, ``u_index``; ``u_labels`` are the true labels, for logging
+    only, never for a loss) and refuses a run without ``data.labelled``. Those that do not (``ce``)
+    train on the labelled part alone. The trainer also sets ``ema_model()`` (the EMA copy of the
+    method, or None when EMA is off) and ``labelled_data()`` (labelled training images uint8
+    (N, C, H, W) on the CPU, and labels) for methods that need statistics of the model (Ada-CM's
+    margins); both return None outside a trainer.
     """
 
     name: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
+    uses_unlabelled: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, cfg: dict[str, Any], num_classes: int,
                  info: dict[str, Any] | None = None) -> None:
@@ -36,10 +45,13 @@ class Method(nn.Module):
         self.info = dict(info or {})
         self.epoch = 0
         self.views: dict[str, Callable[[Tensor], Tensor]] = {}
+        self.ema_model: Callable[[], nn.Module | None] = _nothing
+        self.labelled_data: Callable[[], tuple[Tensor, Tensor] | None] = _nothing
 
     def train_step(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         """Loss for one batch and a dict of scalars to log. ``batch`` holds ``images`` (uint8),
-        ``labels`` (long, -1 = none), ``index`` and, when the data has them, ``soft`` targets."""
+        ``labels`` (long, -1 = none), ``index`` and, when the data has them, ``soft`` targets;
+        semi-supervised runs add ``u_images``, ``u_index`` and ``u_labels`` (see the class docstring)."""
         raise NotImplementedError
 
     def predict_logits(self, x: Tensor) -> Tensor:
@@ -52,6 +64,17 @@ class Method(nn.Module):
 
     def on_epoch_start(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def on_epoch_end(self, epoch: int) -> dict[str, Any]:  # noqa: ARG002 - methods may override
+        """Runs after the epoch's last step, before evaluation and the end-of-epoch checkpoint (so
+        state it changes is saved with that epoch); the returned values join the epoch's log row.
+        Keys with a ``/`` (per-class values) go to the logs but not to the console line."""
+        return {}
+
+
+def _nothing() -> None:
+    """Default of the trainer-provided callables: no EMA model, no labelled data."""
+    return None
 
 
 def soft_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
