@@ -1,0 +1,197 @@
+"""Issue 7's noise benchmark: the committed config's grid, the goal arithmetic, and the script end to end on
+tiny synthetic FER2013 / FER+ files (2 methods x 2 rates + natural noise, 1 epoch of `compact`)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from ferkit.errors import ConfigError
+from ferkit.labels import FER2013, FERPLUS_COLUMNS
+
+from synthetic import synthetic_faces, write_fer2013_csv
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "experiments" / "noise_fer2013.yaml"
+N_TRAIN, N_TEST = 280, 70
+
+
+def _script():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("noise_benchmark", REPO / "benchmarks" / "noise_benchmark.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _write_votes(folder: Path) -> np.ndarray:
+    """fer2013new.csv for write_fer2013_csv's rows; every 5th row's majority is another class than its
+    FER2013 label (natural noise), every 13th has no majority. Returns the disagreeing mask."""
+    _, labels = synthetic_faces(N_TRAIN + N_TEST, seed=0)
+    lines = ["Usage,Image name," + ",".join(FERPLUS_COLUMNS)]
+    disagree = np.zeros(len(labels), bool)
+    for i, y in enumerate(labels):
+        own = FERPLUS_COLUMNS.index(FER2013.to_name(int(y)))
+        main = (own + 1 + i % 7) % 8 if i % 5 == 0 else own  # may land on contempt: also a disagreement
+        v = np.zeros(10, int)
+        if i % 13 == 0:
+            v[[own, (own + 1) % 8]] = 5  # a 5-5 tie: no strict majority, left out
+        else:
+            v[main] = 8
+            v[(main + 1) % 8] = 2
+            disagree[i] = main != own
+        usage = "Training" if i < N_TRAIN else "PublicTest"
+        lines.append(f"{usage},fer{i:07d}.png," + ",".join(map(str, v)))
+    (folder / "fer2013new.csv").write_text("\n".join(lines) + "\n")
+    return disagree
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """ce and scn at 0 and 20 % flipped labels plus their natural cells, 1 epoch each, 210 training faces."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("noise")
+    csv = write_fer2013_csv(tmp / "fer.csv", n_train=N_TRAIN, n_test=N_TEST)
+    disagree = _write_votes(tmp)
+    mod = _script()
+    argv = [str(CONFIG), "--only", "method=ce,scn", "--only", "noise=0,20,natural", "--epochs", "1",
+            "--limit-train", "210", "--runs", str(tmp / "runs"), "--out", str(tmp / "results"), "--device", "cpu",
+            "model.name=compact", f"data.path={csv}", "data.options.cache=false", "optim.batch_size=32",
+            "train.threads=1"]
+    table = mod.main(argv)
+    yield {"mod": mod, "tmp": tmp, "argv": argv, "table": table, "disagree": disagree}
+    torch.set_num_threads(n)
+
+
+def test_dry_run_lists_cells(capsys):
+    mod = _script()
+    assert mod.main([str(CONFIG), "--dry-run"]) is None
+    out = capsys.readouterr().out
+    assert out.startswith("25 of 25 cells (20 trainings)")
+    for name in ("ce_0", "apsm_10", "eac_20", "scn_30", "rul_natural"):
+        assert f"  {name} " in out
+    assert "rul_natural" in out and "(model of rul_0)" in out and "test=ferplus PublicTest" in out
+    assert "model=compact_wide" in out and "epochs=25" in out and "lr=0.002" in out and "px=48" in out
+    mod.main([str(CONFIG), "--dry-run", "--only", "noise=10,natural", "--only", "method=eac",
+              "--epochs", "2", "--limit-train", "500"])
+    out = capsys.readouterr().out
+    assert out.startswith("2 of 25 cells (2 trainings)") and "noise_fer2013-e2-n500" in out
+    assert "eac_10 " in out and "noise_rate=0.1 " in out and "limit_train=500" in out
+    with pytest.raises(ConfigError, match="unknown value"):
+        mod.main([str(CONFIG), "--dry-run", "--only", "noise=15"])
+    with pytest.raises(ConfigError, match="noise axis"):
+        mod.main([str(CONFIG), "--dry-run", "data.noise_rate=0.4"])
+
+
+def test_config_matches_the_methods_own_configs():
+    """Equal budgets: the benchmark's layers are the committed run configs' (no silent drift)."""
+    exp = yaml.safe_load(CONFIG.read_text())
+    ce = yaml.safe_load((REPO / "configs" / "ce_fer2013_baseline_0.yaml").read_text())
+    for key in ("model", "optim", "schedule"):
+        assert exp["base"][key] == ce[key], key
+    for key in ("epochs", "ema"):
+        assert exp["base"]["train"][key] == ce["train"][key]
+    assert exp["methods"]["ce"]["method"] == ce["method"]
+    for m in ("eac", "scn", "rul"):
+        own = yaml.safe_load((REPO / "configs" / f"{m}_fer2013_noise0_0.yaml").read_text())
+        assert exp["methods"][m]["method"] == own["method"], m
+        assert exp["methods"][m].get("augment") == own.get("augment"), m
+        for key in ("dataset", "path", "train_split", "val_split", "image_size", "channels"):
+            assert exp["base"]["data"][key] == own["data"][key]
+
+
+def test_goal_check_arithmetic():
+    mod = _script()
+    exp = mod.load_experiment(CONFIG)
+    acc = {"ce": [0.60, 0.58, 0.55, 0.50], "eac": [0.62, 0.615, 0.605, 0.59]}
+    rows = [{"cell": f"{m}_{n}", "method": m, "noise": n, "accuracy": a, "macro_f1": a / 2, "detection": None}
+            for m, accs in acc.items() for n, a in zip(("0", "10", "20", "30"), accs)]
+    s = mod.summarise(rows, exp)
+    assert s["drop_points"]["ce"] == pytest.approx({"10": 2.0, "20": 5.0, "30": 10.0})
+    assert s["drop_points"]["eac"] == pytest.approx({"10": 0.5, "20": 1.5, "30": 3.0})
+    g = s["goal"]
+    assert g["max_drop_points"] == {"10": 1.0, "20": 2.0, "30": 3.5}
+    assert g["per_method"]["eac"]["all"] is True and g["per_method"]["ce"]["all"] is False
+    assert g["per_method"]["ce"]["within"] == {"10": False, "20": False, "30": False}
+    assert g["met"] is True and g["met_by"] == ["eac"]
+    assert g["best_accuracy_per_rate"]["30"]["method"] == "eac"
+    assert s["reference"]["drop_points"] == {"10": 1.7, "20": 3.0, "30": 5.1}
+    assert s["goal"]["per_method"]["apsm"]["all"] is None  # no cells: neither met nor failed
+    assert mod.summarise([r for r in rows if r["method"] == "ce"], exp)["goal"]["met"] is None  # others missing
+    md = mod.markdown_table(s, exp, {"git_commit": "abc"}, {"data": "fer2013", "test": "PublicTest",
+                                                            "noise_seed": 0, "epochs": 25})
+    assert "| eac | 0.50 | 1.50 | 3.00 | yes |" in md and "| ce | 2.00 | 5.00 | 10.00 | no |" in md
+    assert "| EAC on RAF-DB (paper) | 1.7 | 3.0 | 5.1 |" in md and "**met** (by eac)" in md
+
+
+def test_detection_auroc_known_answer():
+    mod = _script()
+    noisy = np.array([1, 1, 0, 0, 0, 0], bool)
+    sig = {"perfect": np.array([5.0, 4, 1, 1, 0, 0]), "inverted": np.array([0.0, 0, 1, 1, 5, 4])}
+    d = mod.detection(sig, noisy, np.ones(6, bool))
+    assert d["auroc"] == {"perfect": 1.0, "inverted": 0.0} and d["n_noisy"] == 2 and d["n"] == 6
+    assert mod.detection(sig, np.zeros(6, bool), np.ones(6, bool))["auroc"]["perfect"] is None
+
+
+def test_end_to_end(bench):
+    out = bench["tmp"] / "results"
+    table = json.loads((out / "table.json").read_text())
+    cells = {r["cell"]: r for r in table["cells"]}
+    assert set(cells) == {"ce_0", "ce_20", "ce_natural", "scn_0", "scn_20", "scn_natural"}
+    for r in cells.values():
+        assert 0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["macro_f1"] <= 1.0 and r["epochs_trained"] == 1
+        assert r["n_train"] == 210
+    assert cells["ce_0"]["test"]["dataset"] == "fer2013" and cells["ce_0"]["n_test"] == N_TEST
+    assert cells["ce_0"]["detection"] is None and cells["ce_0"]["flipped_fraction"] == 0.0
+    assert 0.1 < cells["ce_20"]["flipped_fraction"] < 0.3
+    # natural: the 0 % model, scored on FER+ majority labels (no-majority and contempt faces left out)
+    nat = cells["ce_natural"]
+    assert nat["trained_in"] == "ce_0" and nat["test"]["dataset"] == "ferplus"
+    assert 0 < nat["n_test"] < N_TEST and nat["test"]["label_mapping"]["rows_dropped"] >= 0
+    assert not (bench["tmp"] / "runs" / "ce_natural" / "checkpoints").exists()
+    # detection: AUROC in [0, 1] for every signal; SCN's own signal is 1 - weight
+    det = {d["cell"]: d for d in table["detection"]}
+    assert set(det) == {"ce_20", "scn_20", "ce_natural", "scn_natural"}
+    assert set(det["ce_20"]["auroc"]) == {"loss"} and set(det["scn_20"]["auroc"]) == {"loss", "1 - weight"}
+    for d in det.values():
+        assert d["n_noisy"] > 0
+        for v in d["auroc"].values():
+            assert v is not None and 0.0 <= v <= 1.0
+    assert det["ce_20"]["n_noisy"] == round(cells["ce_20"]["flipped_fraction"] * 210)
+    assert 0.05 < det["ce_natural"]["noisy_fraction"] < 0.35  # every 5th row disagrees (ties left out)
+    # the table, the goal check, the plot
+    assert set(table["accuracy"]["ce"]) == {"0", "20", "natural"}
+    assert table["drop_points"]["ce"]["20"] == pytest.approx(
+        (cells["ce_0"]["accuracy"] - cells["ce_20"]["accuracy"]) * 100)
+    assert table["goal"]["met"] is None  # 10 and 30 % are missing
+    assert len(table["missing"]) == 25 - 6 and table["budget"]["epochs"] == 1
+    assert "git_commit" in table["environment"]
+    md = (out / "table.md").read_text()
+    assert "| ce |" in md and "| scn |" in md and "natural" in md and "1 - weight" in md
+    assert "| EAC on RAF-DB (paper) | 1.7 | 3.0 | 5.1 |" in md and "**goal (at most)** | 1.0 | 2.0 | 3.5" in md
+    png = out / "accuracy_vs_noise.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert (out / "config.yaml").read_text() == CONFIG.read_text()
+    assert (out / "cells" / "scn_20" / "config.yaml").is_file()
+    assert (out / "cells" / "scn_natural" / "cell_result.json").is_file()
+    run_cfg = yaml.safe_load((bench["tmp"] / "runs" / "scn_20" / "config.yaml").read_text())
+    assert run_cfg["data"]["noise_rate"] == 0.2 and run_cfg["model"]["name"] == "compact"
+    assert run_cfg["method"]["name"] == "scn" and run_cfg["data"]["limit_train"] == 210
+
+
+def test_finished_cells_are_skipped_and_other_configs_refused(bench, capsys):
+    mod = bench["mod"]
+    mod.main(bench["argv"])
+    assert capsys.readouterr().out.count("done, skipped") == 6
+    changed = [a if a != "optim.batch_size=32" else "optim.batch_size=16" for a in bench["argv"]]
+    with pytest.raises(ConfigError, match="trained with another config .*optim.batch_size"):
+        mod.main(changed)
