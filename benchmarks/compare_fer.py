@@ -240,7 +240,8 @@ class FerkitModel:
         self.m = load_model(path, device="cpu")
         self.source = self.m.source
         self.batch = batch
-        self.params = int(sum(p.numel() for p in self.m.net.parameters()))
+        net = getattr(self.m, "net", None)  # the classic HOG/LBP + SVM model has no network
+        self.params = int(sum(p.numel() for p in net.parameters())) if net is not None else 0
         p = self.m.preprocess
         self.input = (f"{p['image_size']}x{p['image_size']} {'gray' if int(p['channels']) == 1 else 'RGB'}, "
                       f"(x/255-{p['mean']})/{p['std']}{', flip TTA' if p.get('tta_flip') else ''}")

@@ -100,13 +100,18 @@ def load_model(model: str | Path, device: str | torch.device = "auto") -> Loaded
     """Rebuild a trained method from a run directory, model.pt or checkpoint.
 
     A ``.onnx`` file (from ``ferkit export``) gives an :class:`~ferkit.inference.onnx_engine.OnnxModel`
-    instead, which offers the same ``predict_probs`` / ``classify`` / ``classes`` / ``preprocess``.
+    instead, and a ``.npz`` (``ferkit train-classic``) a :class:`~ferkit.classic.ClassicModel`; both
+    offer the same ``predict_probs`` / ``classify`` / ``classes`` / ``preprocess``.
     """
     from ferkit.inference.onnx_engine import OnnxModel, is_onnx_file
 
     if is_onnx_file(model):
         return OnnxModel(model)  # type: ignore[return-value]
     path = resolve_model_path(model)
+    if path.suffix.lower() == ".npz":  # the classic route (HOG/LBP + SVM), numpy only: ferkit.classic
+        from ferkit.classic import load_classic
+
+        return load_classic(path)  # type: ignore[return-value]
     ck = load_checkpoint(path)
     dev = resolve_device(device)
     fmt = ck.get("format", "")

@@ -72,7 +72,10 @@ def export_onnx(model: Any, out: str | Path, *, quantize: str | None = None, ops
 
     if quantize not in QUANTIZE:
         raise ConfigError(f"unknown quantisation '{quantize}' (none or int8)")
-    loaded = model if isinstance(model, LoadedModel) else load_model(model, "cpu")
+    loaded = load_model(model, "cpu") if isinstance(model, (str, os.PathLike)) else model
+    if not isinstance(loaded, LoadedModel):  # an .onnx file, a classic .npz model: nothing to export
+        raise ConfigError(f"{getattr(loaded, 'source', model)}: only torch models (run directory, model.pt, "
+                          "checkpoint) export to ONNX")
     net = loaded.net.to("cpu").eval()
     p = dict(loaded.preprocess)
     if tta_flip is not None:

@@ -85,7 +85,8 @@ class Recognizer:
             if is_onnx_file(model):
                 raise ConfigError(f"{model} is an ONNX file: use engine='onnx' (--engine onnx)")
             self.model = load_model(resolve_model(model), device)
-            self.model.net.eval()
+            if hasattr(self.model, "net"):  # a classic .npz model (ferkit.classic) has no network
+                self.model.net.eval()
         self.labels: tuple[str, ...] = tuple(self.model.classes)
         self.size = int(self.model.preprocess["image_size"])
         self.channels = int(self.model.preprocess["channels"])
@@ -176,6 +177,8 @@ class Recognizer:
 
         if self.engine != "torch":
             raise ConfigError("class activation maps need engine='torch' (the ONNX graph returns probabilities only)")
+        if not hasattr(self.model, "net"):
+            raise ConfigError("class activation maps need a CNN model (this is a classic HOG/LBP + SVM model)")
         if not hasattr(self.model.net, "model"):
             raise ConfigError("class activation maps need a single model, not an ensemble")
         net = self.model.net.model

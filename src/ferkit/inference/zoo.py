@@ -101,3 +101,17 @@ register_model(
     },
     aliases=("fast",),
 )
+
+register_model(
+    "fer2013-hoglbp-svm-48g-7",
+    "fer2013_hoglbp_svm_48g_7.npz",
+    {
+        "description": "the classic route: HOG + uniform LBP histograms and a calibrated linear SVM (no network)",
+        "architecture": "HOG (9 orientations, 8 px cells, 2x2 blocks) + LBP (P=8, R=1, uniform, 6x6 grid), "
+                        "LinearSVC C=0.001 with sigmoid calibration (ferkit.classic)",
+        "input": "48x48 grayscale face, FER2013 framing (alignment template 'fer2013')",
+        "labels": FER2013_7,
+        "training_data": "FER2013 Training (28,709 faces); research use, see the dataset's terms",
+    },
+    aliases=("classic",),
+)
