@@ -53,7 +53,8 @@ def main() -> None:
     from ferkit.inference.zoo import list_models
 
     if args.models is None:
-        models = {c["name"]: c["file"] for c in list_models() if c.get("available")}
+        models = {c["name"]: c["file"] for c in list_models()  # torch models only: the classic SVM has no graph
+                  if c.get("available") and str(c["file"]).endswith(".pt")}
     else:
         models = dict(s.split("=", 1) for s in args.models)
     data = load_dataset("fer2013", FER2013, "PublicTest")
