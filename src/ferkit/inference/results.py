@@ -11,7 +11,8 @@ Column groups (also in ``df.attrs["column_groups"]``), in this order:
 - ``landmarks``: ``right_eye_x``, ``right_eye_y``, ``left_eye_x``, ... ``mouth_left_y``
   (RetinaFace's five points, named from the subject's side; NaN when the detector has none).
 - ``probs``: one column per label of the model, in ``Recognizer.labels`` order.
-- ``prediction``: ``label`` (the most probable) and ``uncertainty`` (0 = sure, 1 = no idea).
+- ``prediction``: ``label`` (the most probable) and ``uncertainty`` (normalised entropy: 0 = sure,
+  1 = no idea; a method's own measure where it has one, e.g. APSM's variance, which is unbounded).
 - ``track``: ``track_id``, the face's id across the frames of one video or webcam (stable while
   the face stays in view, never reused within the input; see :mod:`ferkit.inference.track`);
   -1 for photos, frames without a face, or when tracking is off.
