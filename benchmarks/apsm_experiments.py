@@ -68,8 +68,10 @@ def repo_path(p: str | Path) -> Path:
     return p if p.is_absolute() else REPO / p
 
 
-def load_experiment(path: str | Path) -> dict[str, Any]:
-    """The experiment config, checked: ``kind`` ablation or analyses, known top-level keys only."""
+def read_experiment(path: str | Path, known_by_kind: Mapping[str | None, set[str]]) -> dict[str, Any]:
+    """An experiment YAML, checked for what every runner needs: the file exists, holds a mapping,
+    its ``kind`` is one of ``known_by_kind`` (a ``None`` key: the config has no kind) and it has no
+    key outside that kind's set; ``name`` defaults to the file's stem. Shared by all the runners."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"experiment config not found: {path}")
@@ -77,15 +79,23 @@ def load_experiment(path: str | Path) -> dict[str, Any]:
     if not isinstance(exp, Mapping):
         raise ConfigError(f"experiment config {path} must hold a mapping of keys")
     kind = exp.get("kind")
-    known = {"ablation": ABLATION_KEYS, "analyses": ANALYSES_KEYS}.get(kind)
+    known = known_by_kind.get(kind)
     if known is None:
-        raise ConfigError(f"experiment config {path}: 'kind' must be ablation or analyses, not {kind!r}")
+        kinds = " or ".join(str(k) for k in known_by_kind if k is not None)
+        raise ConfigError(f"experiment config {path}: 'kind' must be {kinds}, not {kind!r}")
     unknown = sorted(set(exp) - known)
     if unknown:
         raise ConfigError(f"experiment config {path}: unknown key(s) {', '.join(unknown)} "
-                          f"(known for {kind}: {', '.join(sorted(known))})")
+                          f"(known{' for ' + kind if kind else ''}: {', '.join(sorted(known))})")
     exp = dict(exp)
     exp.setdefault("name", path.stem)
+    return exp
+
+
+def load_experiment(path: str | Path) -> dict[str, Any]:
+    """The experiment config, checked: ``kind`` ablation or analyses, known top-level keys only."""
+    exp = read_experiment(path, {"ablation": ABLATION_KEYS, "analyses": ANALYSES_KEYS})
+    kind = exp["kind"]
     if kind == "ablation":
         grid = exp.get("grid") or {}
         missing = [a for a in REQUIRED_AXES if a not in grid]

@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from apsm_experiments import repo_path, slug
+from apsm_experiments import read_experiment, repo_path, slug
 from ferkit.engine.config import yaml_load
 from ferkit.errors import ConfigError, FerkitError, InputError
 
@@ -46,17 +46,7 @@ METRICS = ("accuracy", "macro_f1", "mean_class_accuracy", "ece", "nll")
 def load_cross_experiment(path: str | Path) -> dict[str, Any]:
     """The experiment config, checked: known keys, each dataset a reader with a path."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"experiment config not found: {path}")
-    exp = yaml_load(path.read_text()) or {}
-    if not isinstance(exp, Mapping):
-        raise ConfigError(f"experiment config {path} must hold a mapping of keys")
-    unknown = sorted(set(exp) - KEYS)
-    if unknown:
-        raise ConfigError(f"experiment config {path}: unknown key(s) {', '.join(unknown)} "
-                          f"(known: {', '.join(sorted(KEYS))})")
-    exp = dict(exp)
-    exp.setdefault("name", path.stem)
+    exp = read_experiment(path, {None: KEYS})
     exp["models"] = {str(k): str(v) for k, v in (exp.get("models") or {}).items()}
     exp["datasets"] = {str(k): check_dataset(k, v) for k, v in (exp.get("datasets") or {}).items()}
     if exp.get("checkpoint", "last") not in ("last", "best", "model"):

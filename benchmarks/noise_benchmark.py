@@ -41,8 +41,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from apsm_experiments import budget_suffix, cell_config, check_same_config, epoch_rows, grid_cells, repo_path, select
-from ferkit.engine.config import yaml_load
+from apsm_experiments import (
+    budget_suffix,
+    cell_config,
+    check_same_config,
+    epoch_rows,
+    grid_cells,
+    read_experiment,
+    repo_path,
+    select,
+)
 from ferkit.errors import ConfigError, FerkitError, InputError
 
 from _common import environment
@@ -71,17 +79,7 @@ def rate_name(rate: float) -> str:
 def load_experiment(path: str | Path) -> dict[str, Any]:
     """The noise experiment config, checked: ``kind: noise``, known keys, rates in [0, 1] with 0 among them."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"experiment config not found: {path}")
-    exp = yaml_load(path.read_text()) or {}
-    if not isinstance(exp, Mapping) or exp.get("kind") != "noise":
-        raise ConfigError(f"experiment config {path}: 'kind' must be noise")
-    unknown = sorted(set(exp) - KEYS)
-    if unknown:
-        raise ConfigError(f"experiment config {path}: unknown key(s) {', '.join(unknown)} "
-                          f"(known: {', '.join(sorted(KEYS))})")
-    exp = dict(exp)
-    exp.setdefault("name", path.stem)
+    exp = read_experiment(path, {"noise": KEYS})
     methods = exp.get("methods")
     if not isinstance(methods, Mapping) or not methods:
         raise ConfigError(f"experiment config {path}: 'methods' must map each method to its run-config layer")

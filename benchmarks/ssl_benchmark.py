@@ -51,12 +51,12 @@ from apsm_experiments import (
     check_same_config,
     epoch_rows,
     grid_cells,
+    read_experiment,
     repo_path,
     run_cell,
     select,
 )
-from ferkit.engine.config import yaml_load
-from ferkit.errors import ConfigError, FerkitError, InputError
+from ferkit.errors import ConfigError, FerkitError
 
 from _common import environment
 
@@ -71,17 +71,7 @@ CELL_KEYS = ("name", "seed", "method.")
 def load_ssl_experiment(path: str | Path) -> dict[str, Any]:
     """The experiment config, checked: ``kind: ssl``, known keys, a ``method`` and a ``seed`` axis only."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"experiment config not found: {path}")
-    exp = yaml_load(path.read_text()) or {}
-    if not isinstance(exp, Mapping) or exp.get("kind") != "ssl":
-        raise ConfigError(f"experiment config {path}: 'kind' must be ssl")
-    unknown = sorted(set(exp) - SSL_KEYS)
-    if unknown:
-        raise ConfigError(f"experiment config {path}: unknown key(s) {', '.join(unknown)} "
-                          f"(known: {', '.join(sorted(SSL_KEYS))})")
-    exp = dict(exp)
-    exp.setdefault("name", path.stem)
+    exp = read_experiment(path, {"ssl": SSL_KEYS})
     grid = exp.get("grid") or {}
     if set(grid) != {"method", "seed"} or not isinstance(grid["method"], Mapping) or not grid["method"]:
         raise ConfigError(f"experiment config {path}: grid must have exactly the axes method (a mapping) and seed")
