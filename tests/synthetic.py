@@ -1,4 +1,5 @@
-"""Small generated datasets in real formats, learnable in a few steps (class = bar position)."""
+"""Small generated datasets in real formats, learnable in a few steps (class = bar position), and
+the shared test helper that simulates a crash mid-training."""
 
 from __future__ import annotations
 
@@ -54,3 +55,20 @@ def write_config(path: Path, data_path: Path, out_dir: Path, **sections) -> Path
             cfg[key] = value
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def crash_at(trainer, step: int) -> None:
+    """Run ``trainer.fit()`` and stop it with a KeyboardInterrupt right after global ``step``, as a
+    Ctrl-C or a killed job would (the checkpoint hook, which runs last, is not reached)."""
+    import pytest
+
+    from ferkit.engine.hooks import Hook
+
+    class _StopAt(Hook):
+        def after_step(self, tr, logs):
+            if tr.step == step:
+                raise KeyboardInterrupt
+
+    trainer.hooks.insert(len(trainer.hooks) - 1, _StopAt())
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()

@@ -8,11 +8,10 @@ import pytest
 import torch
 
 from ferkit.engine.config import load_config, parse_overrides
-from ferkit.engine.hooks import Hook
 from ferkit.engine.trainer import Trainer
 from ferkit.errors import ConfigError
 
-from synthetic import write_config
+from synthetic import crash_at, write_config
 
 
 def test_overrides_parse_yaml_values():
@@ -69,17 +68,6 @@ def test_train_learns_and_writes_run(tmp_path, fer_csv):
     assert (tmp_path / "ev" / "m_reliability.png").stat().st_size > 1000
 
 
-class _StopAt(Hook):
-    """Simulates a crash (Ctrl-C, a killed job) right after step ``n``."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def after_step(self, tr, logs):
-        if tr.step == self.n:
-            raise KeyboardInterrupt
-
-
 # 8 steps an epoch, a checkpoint every 3 steps: stop at a mid-epoch checkpoint (6), one step past it (7),
 # and early in epoch 2 when the last checkpoint is the end of epoch 1 (10)
 @pytest.mark.parametrize("stop_step", [6, 7, 10])
@@ -93,9 +81,7 @@ def test_resume_continues_exactly(tmp_path, fer_csv, stop_step):
 
     cfg_b = load_config(write_config(tmp_path / "b.yaml", fer_csv, tmp_path / "runs", **sections))
     crashed = Trainer(cfg_b)
-    crashed.hooks.insert(len(crashed.hooks) - 1, _StopAt(stop_step))
-    with pytest.raises(KeyboardInterrupt):
-        crashed.fit()
+    crash_at(crashed, stop_step)
     resumed = Trainer(cfg_b)
     resumed.fit()
 

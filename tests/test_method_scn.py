@@ -13,7 +13,7 @@ from ferkit.errors import ConfigError
 from ferkit.methods import get_method
 from ferkit.models import build_model
 
-from synthetic import write_config
+from synthetic import crash_at, write_config
 
 
 def _scn(info=None, **cfg):
@@ -163,19 +163,10 @@ def test_trains_relabels_predicts_and_draws_cams(tmp_path, fer_csv):
 
     # a run that crashes in epoch 4 and is resumed from the end-of-epoch-3 checkpoint gets the
     # relabels back and ends exactly where the uninterrupted run did
-    from ferkit.engine.hooks import Hook
-
-    class _Crash(Hook):
-        def after_step(self, tr, logs):
-            if tr.step == 26:  # 8 steps an epoch: two steps into epoch 4
-                raise KeyboardInterrupt
-
     cfg_b = write_config(tmp_path / "scn_b.yaml", fer_csv, tmp_path / "runs", train={"epochs": 4},
                          method={"name": "scn", "relabel_epoch": 3}, data={"noise_rate": 0.3})
     crashed = Trainer(load_config(cfg_b))
-    crashed.hooks.insert(len(crashed.hooks) - 1, _Crash())
-    with pytest.raises(KeyboardInterrupt):
-        crashed.fit()
+    crash_at(crashed, 26)  # 8 steps an epoch: two steps into epoch 4
     resumed = Trainer(load_config(cfg_b))
     assert (resumed.method.relabels >= 0).sum() == 0  # fresh: nothing loaded yet
     resumed.fit()

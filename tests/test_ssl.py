@@ -10,11 +10,10 @@ import torch
 
 from ferkit.engine.config import load_config
 from ferkit.engine.data import load_run_data, load_ssl_data
-from ferkit.engine.hooks import Hook
 from ferkit.engine.trainer import Trainer
 from ferkit.errors import ConfigError
 
-from synthetic import write_config
+from synthetic import crash_at, write_config
 
 SSL_DATA = {"labelled": 70, "unlabelled_ratio": 2}  # 280 synthetic rows: 70 labelled, 210 unlabelled
 
@@ -132,15 +131,6 @@ def test_supervised_baseline_trains_on_the_labelled_part_only(tmp_path, fer_csv)
 
 
 # ---- exact resume ------------------------------------------------------------------------
-class _StopAt(Hook):
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def after_step(self, tr, logs):
-        if tr.step == self.n:
-            raise KeyboardInterrupt
-
-
 def _weights(method):
     return {k: v.clone() for k, v in method.state_dict().items()}
 
@@ -158,9 +148,7 @@ def test_ssl_resume_continues_exactly(tmp_path, fer_csv, stop_step, one_thread):
     straight.fit()
     cfg_b = _cfg(tmp_path, fer_csv, name="b", method=method, data=data, **sections)
     crashed = Trainer(cfg_b)
-    crashed.hooks.insert(len(crashed.hooks) - 1, _StopAt(stop_step))
-    with pytest.raises(KeyboardInterrupt):
-        crashed.fit()
+    crash_at(crashed, stop_step)
     resumed = Trainer(cfg_b)
     resumed.fit()
 

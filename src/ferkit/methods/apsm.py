@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from ferkit.errors import ConfigError
 from ferkit.methods import register_method
-from ferkit.methods.base import Method
+from ferkit.methods.base import Method, masked_mean
 
 
 @register_method
@@ -96,12 +96,11 @@ class APSM(Method):
         labels = batch["labels"]
         mu, s = self.heads(x)
         per_sample, ce = self.loss_terms(mu, s, labels)
-        keep = (labels >= 0).float()
-        loss = (per_sample * keep).sum() / keep.sum().clamp_min(1)
+        loss = masked_mean(per_sample, labels)
         with torch.no_grad():
             acc = (self._logits(mu).argmax(1) == labels).float().mean()
             v = self.variance(s)
-            ce_mean = (ce * keep).sum() / keep.sum().clamp_min(1)
+            ce_mean = masked_mean(ce, labels)
         return loss, {"loss": float(loss.detach()), "ce": float(ce_mean),
                       "acc": float(acc), "var": float(v.mean())}
 

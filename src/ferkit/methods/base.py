@@ -80,3 +80,16 @@ def _nothing() -> None:
 def soft_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     """Per-sample cross-entropy against a target distribution (rows summing to 1)."""
     return -(target * F.log_softmax(logits, dim=1)).sum(dim=1)
+
+
+def masked_mean(values: Tensor, labels: Tensor) -> Tensor:
+    """Mean of per-sample ``values`` over the labelled rows (label -1 = none); 0, not NaN, when
+    no row is labelled (a batch of an unlabelled or noisy-relabelled stream can have none)."""
+    keep = (labels >= 0).to(values.dtype)
+    return (values * keep).sum() / keep.sum().clamp_min(1)
+
+
+def masked_cross_entropy(logits: Tensor, labels: Tensor, smoothing: float = 0.0) -> Tensor:
+    """Mean cross-entropy over the labelled rows (label -1 = none), see :func:`masked_mean`."""
+    ce = F.cross_entropy(logits, labels.clamp_min(0), reduction="none", label_smoothing=smoothing)
+    return masked_mean(ce, labels)

@@ -40,7 +40,7 @@ from torch import Tensor
 from ferkit.augment import box_mask
 from ferkit.errors import ConfigError
 from ferkit.methods import register_method
-from ferkit.methods.base import Method
+from ferkit.methods.base import Method, masked_cross_entropy
 
 
 def random_erase(x: Tensor, p: float, scale: tuple[float, float] = (0.02, 0.25),
@@ -66,13 +66,6 @@ def random_erase(x: Tensor, p: float, scale: tuple[float, float] = (0.02, 0.25),
     y0 = (u() * (H - h + 1).float()).long()
     x0 = (u() * (W - w + 1).float()).long()
     return x.masked_fill(box_mask(H, W, y0, x0, h * on, w), float(value))
-
-
-def _masked_ce(logits: Tensor, labels: Tensor, smoothing: float = 0.0) -> Tensor:
-    """Mean CE over the labelled rows (label -1 = none); 0, not NaN, when none is labelled."""
-    keep = (labels >= 0).to(logits.dtype)
-    ce = F.cross_entropy(logits, labels.clamp_min(0), reduction="none", label_smoothing=smoothing)
-    return (ce * keep).sum() / keep.sum().clamp_min(1)
 
 
 @register_method
@@ -141,7 +134,7 @@ class EAC(Method):
         x_e, x_f = self.two_views(x)
         out = self.model.extract(torch.cat([x_e, x_f]))
         fmap, logits = out["feature_map"], out["logits"][:B]
-        ce = _masked_ce(logits, labels, self.smoothing)
+        ce = masked_cross_entropy(logits, labels, self.smoothing)
         cams = self.cams(fmap)
         lc = self.consistency(cams[:B], cams[B:])
         loss = ce + self.lam * lc

@@ -31,24 +31,16 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ferkit.errors import ConfigError
 from ferkit.methods import register_method
-from ferkit.methods.base import Method
+from ferkit.methods.base import Method, masked_cross_entropy
 
 
 def _head(in_dim: int, out_dim: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.BatchNorm1d(in_dim, eps=2e-5, affine=False), nn.Dropout(dropout),
                          nn.Linear(in_dim, out_dim), nn.BatchNorm1d(out_dim, eps=2e-5))
-
-
-def _masked_ce(logits: Tensor, labels: Tensor, smoothing: float = 0.0) -> Tensor:
-    """Mean CE over the labelled rows (label -1 = none); 0, not NaN, when none is labelled."""
-    keep = (labels >= 0).to(logits.dtype)
-    ce = F.cross_entropy(logits, labels.clamp_min(0), reduction="none", label_smoothing=smoothing)
-    return (ce * keep).sum() / keep.sum().clamp_min(1)
 
 
 @register_method
@@ -95,7 +87,8 @@ class RUL(Method):
 
     def add_up_loss(self, logits: Tensor, y_a: Tensor, y_b: Tensor) -> Tensor:
         """``0.5 CE(logits, y_a) + 0.5 CE(logits, y_b)``: the mix must be both labels."""
-        return 0.5 * _masked_ce(logits, y_a, self.smoothing) + 0.5 * _masked_ce(logits, y_b, self.smoothing)
+        return 0.5 * (masked_cross_entropy(logits, y_a, self.smoothing)
+                      + masked_cross_entropy(logits, y_b, self.smoothing))
 
     def train_step(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         x = self.views["train"](batch["images"])

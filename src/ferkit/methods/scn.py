@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from ferkit.engine import distributed as dist
 from ferkit.errors import ConfigError
 from ferkit.methods import register_method
-from ferkit.methods.base import Method
+from ferkit.methods.base import Method, masked_cross_entropy
 
 
 @register_method
@@ -132,9 +132,7 @@ class SCN(Method):
         labels = self.current_labels(batch["index"], batch["labels"])
         alpha, raw = self.forward_parts(x)
         logits = alpha[:, None] * raw
-        keep = (labels >= 0).to(logits.dtype)
-        ce = (F.cross_entropy(logits, labels.clamp_min(0), reduction="none", label_smoothing=self.smoothing)
-              * keep).sum() / keep.sum().clamp_min(1)
+        ce = masked_cross_entropy(logits, labels, self.smoothing)
         rr, high = self.rank_regularization(alpha)
         loss = ce + rr
         logs = {"loss": float(loss.detach()), "ce": float(ce.detach()), "rr": float(rr.detach()),
