@@ -49,7 +49,7 @@ from ferkit.errors import ConfigError, FerkitError, InputError
 
 from _common import REPO, environment
 
-ABLATION_KEYS = {"kind", "name", "runs_dir", "results_dir", "base", "grid", "paper"}
+ABLATION_KEYS = {"kind", "name", "title", "runs_dir", "results_dir", "base", "grid", "paper"}
 ANALYSES_KEYS = {"kind", "name", "results_dir", "runs", "checkpoint", "data", "device", "compare", "analyses"}
 ANALYSES = {"uncertainty_bins", "risk_coverage", "occlusion", "tsne", "ferplus_votes", "error_detection"}
 REQUIRED_AXES = ("backbone", "variant", "dataset")
@@ -356,7 +356,8 @@ def markdown_table(groups: list[dict[str, Any]], exp: Mapping[str, Any], env: Ma
     order = {(b, v): i for i, (b, v) in enumerate(itertools.product(exp["grid"]["backbone"], exp["grid"]["variant"]))}
     by = {(g["backbone"], g["variant"], g["dataset"]): g for g in groups}
     keys = sorted({(g["backbone"], g["variant"]) for g in groups}, key=lambda k: order.get(k, 1e9))
-    lines = [f"# {exp['name']}: APSM ablation (ferkit reproduction of seed 000 Table 2)", "",
+    title = exp.get("title") or "APSM ablation (ferkit reproduction of seed 000 Table 2)"
+    lines = [f"# {exp['name']}: {title}", "",
              f"Validation accuracy (%) of the **last** epoch, mean ± sample std over seeds (number of seeds); "
              f"gain = the variant's mean minus the baseline's. Commit `{env.get('git_commit')}`. Budget: "
              + ", ".join(f"{k} {v}" for k, v in budget.items()) + ".", ""]

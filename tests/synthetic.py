@@ -72,3 +72,40 @@ def crash_at(trainer, step: int) -> None:
     trainer.hooks.insert(len(trainer.hooks) - 1, _StopAt())
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
+
+
+#: a small coarse/fine label structure with FG-Emotions' names, so RALD's hierarchy is exercised
+#: without FG-Emotions itself: two coarse classes (fear, happiness), three fine classes each
+HIERARCHY: dict[str, tuple[str, ...]] = {"fear": ("anxiety", "panic", "worry"),
+                                        "happiness": ("cheerful", "pride", "relief")}
+
+
+def synthetic_hierarchy(n: int, size: int = 48, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """uint8 (n, size, size) noise images with a bright bar whose row encodes the class: the coarse
+    class picks the top or the bottom half, the fine class one of three neighbouring rows there, so
+    fine classes of one coarse class look alike, as in a fine-grained set (and a horizontal flip
+    keeps the class). Returns images, fine labels and the fine class names."""
+    rng = np.random.default_rng(seed)
+    fine = [f for kids in HIERARCHY.values() for f in kids]
+    labels = rng.integers(0, len(fine), n)
+    images = rng.integers(0, 90, (n, size, size)).astype(np.uint8)
+    per = len(fine) // len(HIERARCHY)
+    step = size // 8
+    for i, y in enumerate(labels):
+        coarse, sub = divmod(int(y), per)
+        r = int(size * (0.17 + 0.46 * coarse)) + step * sub
+        images[i, r - 2:r + 2, 4:-4] = 230
+    return images, labels, fine
+
+
+def write_hierarchy_folder(root: Path, n_train: int = 240, n_test: int = 60, seed: int = 0) -> Path:
+    """:func:`synthetic_hierarchy` as a folder dataset (``root/{train,test}/<fine label>/<i>.png``),
+    read with the folder reader's ``label_graph: fg-emotions`` option."""
+    import cv2
+
+    images, labels, fine = synthetic_hierarchy(n_train + n_test, seed=seed)
+    for i, (img, y) in enumerate(zip(images, labels)):
+        d = Path(root) / ("train" if i < n_train else "test") / fine[int(y)]
+        d.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(d / f"{i:04d}.png"), img)
+    return Path(root)

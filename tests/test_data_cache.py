@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import pytest
@@ -33,9 +32,7 @@ def test_second_load_does_not_parse(csv, monkeypatch, isolated_cache):  # noqa: 
     first = load_dataset("fer2013", csv, "Training")
     assert cache_dir() == isolated_cache and any(isolated_cache.iterdir())
     monkeypatch.setattr(fer_mod, "parse_pixels", _forbid)
-    t = time.perf_counter()
-    second = load_dataset("fer2013", csv, "Training")
-    assert time.perf_counter() - t < 1.0
+    second = load_dataset("fer2013", csv, "Training")  # parse_pixels would raise: served from the cache
     assert isinstance(second.images, np.memmap) and not second.images.flags.writeable
     assert np.array_equal(first.images, second.images) and np.array_equal(first.labels, second.labels)
     # another split of the same file comes from the same entry

@@ -148,7 +148,7 @@ def _build_method(ck: dict[str, Any], dev: torch.device) -> Method:
         ema = ck.get("hooks", {}).get("EMAHook")
         state = ema["shadow"] if ema else ck["method"]
     net_model = build_model(model_cfg.pop("name"), **model_cfg)
-    net = get_method(method_cfg["name"])(net_model, method_cfg, len(ck["classes"]), {})
+    net = get_method(method_cfg["name"])(net_model, method_cfg, len(ck["classes"]), {"classes": list(ck["classes"])})
     net.load_state_dict(state)
     return net.to(dev).eval()
 

@@ -30,7 +30,7 @@ def list_methods() -> list[str]:
 
 
 def _load_builtin() -> None:
-    from ferkit.methods import adacm, apsm, ce, eac, fixmatch, mixmatch, pseudolabel, remixmatch, rul, scn  # noqa: F401  (each registers itself)
+    from ferkit.methods import adacm, apsm, ce, eac, fixmatch, mixmatch, pseudolabel, rald, remixmatch, rul, scn  # noqa: F401  (each registers itself)
 
 
 __all__ = ["METHODS", "Method", "get_method", "list_methods", "register_method"]
