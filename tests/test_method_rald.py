@@ -265,3 +265,20 @@ def test_literal_blocks_without_residual_are_an_option(tmp_path, one_thread):
     cfg["train"]["epochs"] = 1
     row = Trainer(cfg).fit()
     assert np.isfinite(row["train_loss"])
+
+
+def test_k_sweep_plot_reads_the_grid_table(tmp_path):
+    import json
+
+    def group(variant, acc, dataset="ferplus"):
+        return {"variant": variant, "dataset": dataset, "accuracy": {"mean": acc}}
+
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps({"groups": [group("baseline", 0.70), group("rald", 0.72), group("rald_k1", 0.71),
+                                            group("rald_k9", 0.715), group("itrr", 0.69),
+                                            group("rald", 0.5, "fer2013")]}))
+    ks = _bench().k_sweep(table, tmp_path)
+    assert ks["accuracy_by_k"] == {"1": 0.71, "5": 0.72, "9": 0.715} and ks["baseline"] == 0.70
+    assert (tmp_path / "k_sweep.png").stat().st_size > 0
+    table.write_text(json.dumps({"groups": [group("rald", 0.72)]}))
+    assert _bench().k_sweep(table, tmp_path) is None  # one k is not a sweep
