@@ -242,6 +242,12 @@ def test_rald_learns_the_hierarchy_set_and_reloads_with_its_memory(tmp_path, one
     singles = np.concatenate([loaded.predict_probs(ds.images[i:i + 1]) for i in range(40)])
     np.testing.assert_allclose(batch, singles, atol=1e-5)
     assert (batch.argmax(1) == ds.labels[:40]).mean() >= 0.9
+    # the memory-mode graph exports to ONNX and stays batch-independent there
+    from ferkit.inference.onnx_engine import OnnxModel, export_onnx
+
+    onnx = OnnxModel(export_onnx(loaded, tmp_path / "rald.onnx"))
+    np.testing.assert_allclose(onnx.predict_probs(ds.images[:40]), batch, atol=1e-4)
+    np.testing.assert_allclose(onnx.predict_probs(ds.images[:1]), batch[:1], atol=1e-4)
     # the inference benchmark scores the run both ways and checks batch independence
     res = _bench().score_run(tr.run_dir, "cpu", check=20)
     assert set(res["accuracy"]) == {"memory", "batch128_ordered", "batch128_shuffled", "batch32_ordered",
