@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from ferkit.engine.data import load_run_data
 from ferkit.engine.model_io import load_model
 from ferkit.methods import get_method
 from ferkit.models import build_model
+from throughput import timed
 
 from _common import REPO, environment, results_dir, write_json
 
@@ -108,16 +108,6 @@ def score_run(run_dir: Path, device: str, check: int = 512) -> dict[str, Any]:
 
 
 # ---- speed ----------------------------------------------------------------------------
-def _timed(fn, max_seconds: float, min_steps: int = 2, warmup: bool = True) -> float:
-    if warmup:
-        fn()
-    n, t0 = 0, time.perf_counter()
-    while n < min_steps or (time.perf_counter() - t0 < max_seconds and n < 50):
-        fn()
-        n += 1
-    return (time.perf_counter() - t0) / n
-
-
 def speed(backbone: str, device: torch.device, batch: int, max_seconds: float, rounds: int = 3) -> dict[str, Any]:
     """Images/s of the baseline and of RALD, timed in ``rounds`` interleaved rounds (baseline, RALD
     memory, RALD in-batch, then again), keeping each one's best round: a busy or warming machine
@@ -166,7 +156,7 @@ def speed(backbone: str, device: torch.device, batch: int, max_seconds: float, r
         best = {k: 0.0 for k in fns}
         for _ in range(rounds):
             for k, fn in fns.items():
-                best[k] = max(best[k], batch / _timed(fn, max_seconds / rounds, min_steps=1, warmup=False))
+                best[k] = max(best[k], batch / timed(fn, max_seconds / rounds, min_steps=1, warmup=0)[0])
         out.update({f"{k}_{kind}_img_s": v for k, v in best.items()})
     out["rald_memory_infer_cost_x"] = out["baseline_infer_img_s"] / out["rald_memory_infer_img_s"]
     out["rald_batch_infer_cost_x"] = out["baseline_infer_img_s"] / out["rald_batch_infer_img_s"]

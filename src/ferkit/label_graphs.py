@@ -196,16 +196,13 @@ def node_text(name: str) -> str:
 # ---- frozen label vectors -----------------------------------------------------------------
 @lru_cache(maxsize=4)
 def _load_table(path: str | None) -> tuple[dict[str, int], np.ndarray]:
-    if path is None:
-        with resources.as_file(resources.files("ferkit.weights") / EMBEDDINGS_FILE) as p:
-            data = np.load(p, allow_pickle=False)
-            names, vectors = [str(n) for n in data["names"]], data["vectors"].astype(np.float32)
-    else:
-        if not Path(path).is_file():
+    with resources.as_file(resources.files("ferkit.weights") / EMBEDDINGS_FILE) as shipped:
+        file = Path(path) if path is not None else shipped
+        if not file.is_file():
             raise InputError(f"label embedding file not found: {path}")
-        data = np.load(path, allow_pickle=False)
+        data = np.load(file, allow_pickle=False)
         if "names" not in data or "vectors" not in data:
-            raise InputError(f"label embedding file {path} needs arrays 'names' and 'vectors' "
+            raise InputError(f"label embedding file {file} needs arrays 'names' and 'vectors' "
                              "(scripts/embed_labels.py writes them)")
         names, vectors = [str(n) for n in data["names"]], data["vectors"].astype(np.float32)
     return {node_text(n): i for i, n in enumerate(names)}, vectors
