@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,3 +33,33 @@ def environment() -> dict[str, Any]:
 
 def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, default=float) + "\n")
+
+
+def grid_parser(doc: str, config_help: str, only_help: str, *, scope: str = "") -> argparse.ArgumentParser:
+    """The options every grid runner (APSM, noise, SSL) shares; each adds its own after.
+
+    ``scope`` prefixes the help of the cell options (``"ablation: "`` where a config kind has none).
+    """
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("config", help=config_help)
+    ap.add_argument("overrides", nargs="*", help=f"{scope}key=value for every cell's run config")
+    ap.add_argument("--only", action="append", default=[], help=f"{scope}{only_help} (repeatable)")
+    ap.add_argument("--epochs", type=int, default=None, help=f"{scope}train.epochs for every cell")
+    ap.add_argument("--limit-train", type=int, default=None, help=f"{scope}stratified training subset")
+    ap.add_argument("--limit-val", type=int, default=None, help=f"{scope}stratified validation subset")
+    ap.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    ap.add_argument("--runs", default=None, help=f"{scope}folder of the cells' run directories")
+    ap.add_argument("--out", default=None, help="results folder (default results/<name>[-budget])")
+    ap.add_argument("--dry-run", action="store_true", help="print the cells and stop")
+    return ap
+
+
+def run_cli(main: Callable[[], Any], prog: str) -> None:
+    """Run a benchmark's ``main``; a ferkit error (bad config, missing file) is one line and exit 2."""
+    from ferkit.errors import FerkitError
+
+    try:
+        main()
+    except FerkitError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        sys.exit(2)

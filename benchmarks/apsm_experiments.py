@@ -37,7 +37,6 @@ import copy
 import itertools
 import json
 import shutil
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -45,9 +44,9 @@ from typing import Any
 import numpy as np
 
 from ferkit.engine.config import load_config, yaml_load
-from ferkit.errors import ConfigError, FerkitError, InputError
+from ferkit.errors import ConfigError, InputError
 
-from _common import REPO, environment
+from _common import REPO, environment, grid_parser, run_cli
 
 ABLATION_KEYS = {"kind", "name", "title", "runs_dir", "results_dir", "base", "grid", "paper"}
 ANALYSES_KEYS = {"kind", "name", "results_dir", "runs", "checkpoint", "data", "device", "compare", "analyses"}
@@ -620,18 +619,9 @@ def run_analyses(exp: dict[str, Any], args: argparse.Namespace, config_path: Pat
 
 # ---- CLI --------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("config", help="configs/experiments/apsm_ablation.yaml or apsm_analyses.yaml")
-    ap.add_argument("overrides", nargs="*", help="ablation: key=value for every cell's run config")
-    ap.add_argument("--only", action="append", default=[], help="ablation: axis=value[,value] (repeatable)")
-    ap.add_argument("--epochs", type=int, default=None, help="ablation: train.epochs for every cell")
-    ap.add_argument("--limit-train", type=int, default=None, help="ablation: stratified training subset")
-    ap.add_argument("--limit-val", type=int, default=None, help="ablation: stratified validation subset")
+    ap = grid_parser(__doc__, "configs/experiments/apsm_ablation.yaml or apsm_analyses.yaml", "axis=value[,value]",
+                     scope="ablation: ")
     ap.add_argument("--limit", type=int, default=None, help="analyses: stratified subset of the analysed split")
-    ap.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
-    ap.add_argument("--runs", default=None, help="ablation: folder of the cells' run directories")
-    ap.add_argument("--out", default=None, help="results folder (default results/<name>)")
-    ap.add_argument("--dry-run", action="store_true", help="print the cells (or runs) and stop")
     return ap.parse_intermixed_args(argv)  # key=value may come after the options
 
 
@@ -647,8 +637,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except FerkitError as exc:
-        print(f"apsm_experiments: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main, "apsm_experiments")

@@ -26,16 +26,15 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from apsm_experiments import read_experiment, repo_path, slug
 from ferkit.engine.config import yaml_load
-from ferkit.errors import ConfigError, FerkitError, InputError
+from ferkit.errors import ConfigError, InputError
 
-from _common import environment
+from _common import environment, run_cli
 
 KEYS = {"name", "results_dir", "device", "batch_size", "models", "datasets", "paper", "checkpoint", "note"}
 DATASET_KEYS = {"dataset", "path", "split", "options", "role"}
@@ -300,8 +299,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except FerkitError as exc:
-        print(f"cross_dataset: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main, "cross_dataset")

@@ -34,7 +34,6 @@ import argparse
 import copy
 import json
 import shutil
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,9 +50,9 @@ from apsm_experiments import (
     repo_path,
     select,
 )
-from ferkit.errors import ConfigError, FerkitError, InputError
+from ferkit.errors import ConfigError, InputError
 
-from _common import environment
+from _common import environment, grid_parser, run_cli
 
 if TYPE_CHECKING:
     from ferkit.data.types import FaceDataset
@@ -502,18 +501,8 @@ def run(exp: dict[str, Any], args: argparse.Namespace, config_path: Path) -> dic
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("config", help="configs/experiments/noise_fer2013.yaml")
-    ap.add_argument("overrides", nargs="*", help="key=value for every cell's run config")
-    ap.add_argument("--only", action="append", default=[],
-                    help="method=ce,eac or noise=0,10,natural (repeatable; noise in percent)")
-    ap.add_argument("--epochs", type=int, default=None, help="train.epochs for every cell")
-    ap.add_argument("--limit-train", type=int, default=None, help="stratified training subset (before the noise)")
-    ap.add_argument("--limit-val", type=int, default=None, help="stratified test subset")
-    ap.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
-    ap.add_argument("--runs", default=None, help="folder of the cells' run directories")
-    ap.add_argument("--out", default=None, help="results folder (default results/<name>[-budget])")
-    ap.add_argument("--dry-run", action="store_true", help="print the cells and stop")
+    ap = grid_parser(__doc__, "configs/experiments/noise_fer2013.yaml",
+                     "method=ce,eac or noise=0,10,natural (noise in percent)")
     return ap.parse_intermixed_args(argv)  # key=value may come after the options
 
 
@@ -526,8 +515,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except FerkitError as exc:
-        print(f"noise_benchmark: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main, "noise_benchmark")

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -56,9 +55,9 @@ from apsm_experiments import (
     run_cell,
     select,
 )
-from ferkit.errors import ConfigError, FerkitError
+from ferkit.errors import ConfigError
 
-from _common import environment
+from _common import environment, grid_parser, run_cli
 
 SSL_KEYS = {"kind", "name", "runs_dir", "results_dir", "base", "grid", "labels", "compare", "plots", "paper"}
 METRICS = ("accuracy", "best_val_accuracy", "macro_f1", "ece", "nll", "train_time_s")
@@ -422,20 +421,10 @@ def run(exp: dict[str, Any], args: argparse.Namespace, config_path: Path) -> dic
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("config", help="configs/experiments/ssl_fer2013_4000.yaml")
-    ap.add_argument("overrides", nargs="*", help="key=value for every cell's run config")
-    ap.add_argument("--only", action="append", default=[], help="axis=value[,value] with axis method or seed")
-    ap.add_argument("--epochs", type=int, default=None, help="train.epochs for every cell")
+    ap = grid_parser(__doc__, "configs/experiments/ssl_fer2013_4000.yaml",
+                     "axis=value[,value] with axis method or seed")
     ap.add_argument("--steps-per-epoch", type=int, default=None, help="train.steps_per_epoch for every cell")
-    ap.add_argument("--limit-train", type=int, default=None, help="stratified subset of the training split "
-                    "(taken before the labelled split)")
     ap.add_argument("--labelled", default=None, help="data.labelled: a count or a fraction of the training rows")
-    ap.add_argument("--limit-val", type=int, default=None, help="stratified subset of the validation split")
-    ap.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
-    ap.add_argument("--runs", default=None, help="folder of the cells' run directories")
-    ap.add_argument("--out", default=None, help="results folder (default results/<name>[-budget])")
-    ap.add_argument("--dry-run", action="store_true", help="print the cells and stop")
     args = ap.parse_intermixed_args(argv)  # key=value may come after the options
     if args.labelled is not None:
         try:
@@ -454,8 +443,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except FerkitError as exc:
-        print(f"ssl_benchmark: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main, "ssl_benchmark")
