@@ -233,6 +233,9 @@ def markdown(metrics: dict[str, Any]) -> str:
         lines.append(f"| {s['backbone']} | {s['baseline_infer_img_s']:.0f} | {s['rald_memory_infer_img_s']:.0f} | "
                      f"{s['rald_batch_infer_img_s']:.0f} | {s['rald_memory_infer_cost_x']:.2f}x | "
                      f"{s['baseline_train_img_s']:.1f} | {s['rald_train_img_s']:.1f} | {s['rald_train_cost_x']:.2f}x |")
+    kept = sorted({s["measured_at_commit"][:7] for s in metrics["speed"] if s.get("measured_at_commit")})
+    if kept:
+        lines += ["", f"Timings kept from the run at commit {', '.join(kept)} (`--skip-speed`)."]
     if metrics.get("k_sweep"):
         ks = metrics["k_sweep"]
         base = "-" if ks["baseline"] is None else f"{100 * ks['baseline']:.2f}"
@@ -246,6 +249,15 @@ def markdown(metrics: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def previous_speeds(metrics_file: Path) -> list[dict[str, Any]]:
+    """The timings of an earlier run, each tagged with the commit it was measured at."""
+    if not metrics_file.is_file():
+        return []
+    old = json.loads(metrics_file.read_text())
+    commit = old.get("environment", {}).get("git_commit")
+    return [{**s, "measured_at_commit": s.get("measured_at_commit", commit)} for s in old.get("speed", [])]
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", nargs="*", type=Path, help="trained RALD run directories (default: the CPU grid's)")
@@ -257,7 +269,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--table", type=Path, default=REPO / "results" / "rald_ablation_cpu" / "table.json",
                     help="the ablation grid's table.json, for the k plot")
-    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--skip-speed", action="store_true",
+                    help="do not time; keep the timings of the metrics.json already in the results folder "
+                    "(they need a quiet machine, the scoring does not)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -268,7 +282,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for r in runs:
         print(f"scoring {r.name} ...", flush=True)
         scored.append(score_run(r, args.device))
-    speeds = []
+    speeds = previous_speeds(out / "metrics.json") if args.skip_speed else []
     for b in [] if args.skip_speed else [b for b in args.backbones.split(",") if b]:
         print(f"timing {b} ...", flush=True)
         speeds.append(speed(b, device, args.batch, args.max_seconds))
