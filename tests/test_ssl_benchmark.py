@@ -54,6 +54,32 @@ def test_dry_run_lists_the_cells(capsys):
         mod.main([str(SSL_CONFIG), "--dry-run", "--limit-train", "3000"])
 
 
+
+def test_cpu_config_is_the_full_one_shrunk(capsys):
+    """ssl_fer2013_cpu.yaml keeps the methods and labels of the full grid; only the budget shrinks."""
+    mod = _script("ssl_benchmark")
+    full = yaml.safe_load(SSL_CONFIG.read_text())
+    cpu = yaml.safe_load((REPO / "configs/experiments/ssl_fer2013_cpu.yaml").read_text())
+    assert list(cpu["grid"]["method"]) == list(full["grid"]["method"]) and cpu["grid"]["seed"] == [0]
+    assert cpu["base"]["data"]["labelled"] == full["base"]["data"]["labelled"] == 4000
+    for name in ("fixmatch", "adacm", "adacm-3weak", "adacm-2strong"):
+        assert cpu["grid"]["method"][name] == full["grid"]["method"][name], name
+    assert cpu["compare"] == full["compare"]
+    mod.main([str(REPO / "configs/experiments/ssl_fer2013_cpu.yaml"), "--dry-run"])
+    out = capsys.readouterr().out
+    assert out.startswith("8 of 8 cells") and "model=compact" in out and "unlabelled_ratio=3" in out
+
+
+def test_runner_errors_are_one_line(tmp_path):
+    """A bad config is one line on stderr and exit status 2, for every grid runner."""
+    import subprocess
+
+    for name in ("ssl_benchmark", "noise_benchmark", "apsm_experiments", "cross_dataset"):
+        res = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), str(tmp_path / "no.yaml"),
+                              "--dry-run"], capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert res.returncode == 2, (name, res.stderr)
+        assert res.stderr.strip().count("\n") == 0 and res.stderr.startswith(f"{name}: error:"), res.stderr
+
 def test_grid_is_the_committed_run_configs():
     """Each method's cell is configs/<method>_fer2013_4000_0.yaml (the variants: Ada-CM's plus one key)."""
     mod = _script("ssl_benchmark")
