@@ -39,6 +39,35 @@ def test_usl_loss_matches_the_formula(one_thread):
     torch.testing.assert_close(m2.loss_terms(mu, s, y)[0], ce_ref)
 
 
+
+def test_usl_warmup_trains_on_ce_while_the_variance_tracks_it(one_thread):
+    """Before usl_warmup_epochs the logits get the plain CE gradient and s the USL one; after, full USL."""
+    m = _apsm(pe=False, usl=True, usl_warmup_epochs=2).eval()
+    y = torch.tensor([0, 1, 2])
+    mu0, s0 = torch.randn(3, 512), torch.randn(3, 512).clamp(-2, 2)
+
+    def grads(epoch):
+        m.on_epoch_start(epoch)
+        mu, s = mu0.clone().requires_grad_(), s0.clone().requires_grad_()
+        m.loss_terms(mu, s, y)[0].sum().backward()
+        return mu.grad, s.grad
+
+    mu_ce = mu0.clone().requires_grad_()
+    F.cross_entropy(m.classifier(mu_ce), y, reduction="sum").backward()
+    s_ref = s0.clone().requires_grad_()
+    v = s_ref.exp().mean(1)
+    ce = F.cross_entropy(m.classifier(mu0), y, reduction="none").detach()
+    (ce / (2 * v) + 0.5 * v.log()).sum().backward()
+    g_mu, g_s = grads(1)  # epoch 1 < warm-up
+    torch.testing.assert_close(g_mu, mu_ce.grad)  # the network sees plain CE
+    torch.testing.assert_close(g_s, s_ref.grad)  # the variance learns as under USL
+    assert float(g_s.abs().sum()) > 0
+    m.zero_grad()
+    g_mu2, _ = grads(2)  # epoch 2 >= warm-up: the attenuated loss, whose mu gradient is CE's / (2 v)
+    torch.testing.assert_close(g_mu2, g_mu / (2 * v.detach()[:, None]))
+    with pytest.raises(ConfigError):
+        _apsm(usl_warmup_epochs=-1)
+
 def test_usl_attenuates_high_variance_samples(one_thread):
     """A larger variance lowers the weight of the CE term (1 / 2v), the point of USL."""
     m = _apsm(pe=False).eval()

@@ -17,6 +17,12 @@ Choices the paper leaves open (options, with these defaults):
 - the heads read the pooled backbone features before the model's dropout; dropout
   (``model.dropout``) is applied to ``z`` before the classifier, as on the baseline's features.
 - ``samples``: PE samples per image in training (the paper: 1); losses are averaged.
+- ``usl_warmup_epochs`` (default 0, the paper): for that many first epochs the network is
+  trained on plain CE while the variance already learns to track it
+  (``CE + sg(CE) / (2 v) + 0.5 log v``, ``sg`` = stop-gradient); full USL from then on. Why:
+  from scratch, USL divides each face's CE by ``2 v`` and ``v`` follows the CE, so the faces still
+  misclassified lose most of their gradient before the network has learnt anything (the paper
+  starts from a face-recognition backbone); at ferkit's CPU budget USL alone cost 3-5 points.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ class APSM(Method):
         "logvar_init": -5.0,  # bias of the log-variance head at the start
         "samples": 1,
         "label_smoothing": 0.0,
+        "usl_warmup_epochs": 0,  # epochs of CE (with v learning to track it) before USL weights it
     }
 
     def __init__(self, model, cfg, num_classes, info=None) -> None:
@@ -52,11 +59,14 @@ class APSM(Method):
         d = int(c["embed_dim"])
         if d < 1 or int(c["samples"]) < 1:
             raise ConfigError("method.embed_dim and method.samples must be >= 1")
+        if int(c["usl_warmup_epochs"]) < 0:
+            raise ConfigError("method.usl_warmup_epochs must be >= 0")
         if float(c["logvar_min"]) >= float(c["logvar_max"]):
             raise ConfigError("method.logvar_min must be below method.logvar_max")
         self.pe, self.usl = bool(c["pe"]), bool(c["usl"])
         self.lo, self.hi = float(c["logvar_min"]), float(c["logvar_max"])
         self.samples = int(c["samples"])
+        self.usl_warmup = int(c["usl_warmup_epochs"])
         self.smoothing = float(c["label_smoothing"])
         self.mu_head = nn.Linear(model.feature_dim, d)
         self.logvar_head = nn.Linear(model.feature_dim, d)
@@ -89,6 +99,8 @@ class APSM(Method):
         if not self.usl:
             return ce, ce
         v = self.variance(s)
+        if self.epoch < self.usl_warmup:  # warm-up: CE trains the network, v learns to track it
+            return ce + ce.detach() / (2 * v) + 0.5 * v.log(), ce
         return ce / (2 * v) + 0.5 * v.log(), ce
 
     def train_step(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
