@@ -334,6 +334,17 @@ def aggregate(rows: list[dict[str, Any]], exp: Mapping[str, Any]) -> list[dict[s
     return out
 
 
+def copy_cell_files(rows: list[dict[str, Any]], out: Path,
+                    names: tuple[str, ...] = ("config.yaml", "meta.json", "metrics.csv", RESULT)) -> None:
+    """Copy each finished cell's run config, meta, metrics and result into ``out/cells/<cell>/``."""
+    for r in rows:
+        dst = out / "cells" / r["cell"]
+        dst.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            if (Path(r["run_dir"]) / name).is_file():
+                shutil.copy2(Path(r["run_dir"]) / name, dst / name)
+
+
 def _pm(s: Mapping[str, Any], scale: float = 100.0, digits: int = 2) -> str:
     if s["mean"] is None:
         return "-"
@@ -437,12 +448,7 @@ def run_ablation(exp: dict[str, Any], args: argparse.Namespace, config_path: Pat
     write_json_atomic(table, out / "table.json")
     (out / "table.md").write_text(markdown_table(groups, exp, env, budget))
     shutil.copy2(config_path, out / "config.yaml")
-    for r in rows:
-        dst = out / "cells" / r["cell"]
-        dst.mkdir(parents=True, exist_ok=True)
-        for name in ("config.yaml", "meta.json", "metrics.csv", RESULT):
-            if (Path(r["run_dir"]) / name).is_file():
-                shutil.copy2(Path(r["run_dir"]) / name, dst / name)
+    copy_cell_files(rows, out)
     print(f"{len(rows)} of {len(cells)} cells finished; table in {out / 'table.md'}")
     return table
 

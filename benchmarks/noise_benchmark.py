@@ -44,6 +44,7 @@ from apsm_experiments import (
     budget_suffix,
     cell_config,
     check_same_config,
+    copy_cell_files,
     epoch_rows,
     grid_cells,
     read_experiment,
@@ -489,13 +490,9 @@ def run(exp: dict[str, Any], args: argparse.Namespace, config_path: Path) -> dic
     write_json_atomic(table, out / "table.json")
     (out / "table.md").write_text(markdown_table(summary, exp, env, budget))
     shutil.copy2(config_path, out / "config.yaml")
-    for r in rows:
-        dst = out / "cells" / r["cell"]
-        dst.mkdir(parents=True, exist_ok=True)
-        for name in ("config.yaml", "meta.json", "metrics.csv"):
-            if (Path(r["run_dir"]) / name).is_file():
-                shutil.copy2(Path(r["run_dir"]) / name, dst / name)
-        shutil.copy2(runs_dir / r["cell"] / RESULT, dst / RESULT)
+    copy_cell_files(rows, out, ("config.yaml", "meta.json", "metrics.csv"))
+    for r in rows:  # the result sits in the cell's own folder (a natural cell scores another cell's run)
+        shutil.copy2(runs_dir / r["cell"] / RESULT, out / "cells" / r["cell"] / RESULT)
     print(f"{len(rows)} of {len(cells)} cells finished; table in {out / 'table.md'}")
     return table
 

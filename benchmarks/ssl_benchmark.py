@@ -43,11 +43,13 @@ import numpy as np
 from apsm_experiments import (
     RESULT,
     _flatten,
+    _pm,
     _stats,
     budget_suffix,
     cell_config,
     cell_status,
     check_same_config,
+    copy_cell_files,
     epoch_rows,
     grid_cells,
     read_experiment,
@@ -184,15 +186,6 @@ def goal_check(rows: Sequence[Mapping[str, Any]], compare: Mapping[str, Any]) ->
     mets = [v["met"] for v in out["baselines"].values()]
     out["met"] = None if not mets or any(m is None for m in mets) else all(mets)
     return out
-
-
-def _pm(s: Mapping[str, Any], scale: float = 100.0, digits: int = 2) -> str:
-    if s["mean"] is None:
-        return "-"
-    text = f"{s['mean'] * scale:.{digits}f}"
-    if s["std"] is not None:
-        text += f" ± {s['std'] * scale:.{digits}f}"
-    return text + f" ({s['n']})"
 
 
 def markdown_table(groups: Sequence[Mapping[str, Any]], goal: Mapping[str, Any], exp: Mapping[str, Any],
@@ -410,12 +403,7 @@ def run(exp: dict[str, Any], args: argparse.Namespace, config_path: Path) -> dic
     write_json_atomic(table, out / "table.json")
     (out / "table.md").write_text(markdown_table(groups, goal, exp, env, budget, pngs, missing))
     shutil.copy2(config_path, out / "config.yaml")
-    for r in rows:
-        dst = out / "cells" / r["cell"]
-        dst.mkdir(parents=True, exist_ok=True)
-        for name in ("config.yaml", "meta.json", "metrics.csv", RESULT):
-            if (Path(r["run_dir"]) / name).is_file():
-                shutil.copy2(Path(r["run_dir"]) / name, dst / name)
+    copy_cell_files(rows, out)
     print(f"{len(rows)} of {len(cells)} cells finished; goal {goal['met']}; table in {out / 'table.md'}")
     return table
 
