@@ -60,14 +60,14 @@ def test_cpu_config_is_the_full_one_shrunk(capsys):
     mod = _script("ssl_benchmark")
     full = yaml.safe_load(SSL_CONFIG.read_text())
     cpu = yaml.safe_load((REPO / "configs/experiments/ssl_fer2013_cpu.yaml").read_text())
-    assert list(cpu["grid"]["method"]) == list(full["grid"]["method"]) and cpu["grid"]["seed"] == [0]
+    assert list(cpu["grid"]["method"]) == list(full["grid"]["method"]) and cpu["grid"]["seed"] == [0, 1]
     assert cpu["base"]["data"]["labelled"] == full["base"]["data"]["labelled"] == 4000
     for name in ("fixmatch", "adacm", "adacm-3weak", "adacm-2strong"):
         assert cpu["grid"]["method"][name] == full["grid"]["method"][name], name
     assert cpu["compare"] == full["compare"]
     mod.main([str(REPO / "configs/experiments/ssl_fer2013_cpu.yaml"), "--dry-run"])
     out = capsys.readouterr().out
-    assert out.startswith("8 of 8 cells") and "model=compact" in out and "unlabelled_ratio=3" in out
+    assert out.startswith("16 of 16 cells") and "model=compact" in out and "unlabelled_ratio=3" in out
 
 
 def test_runner_errors_are_one_line(tmp_path):
