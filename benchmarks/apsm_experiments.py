@@ -212,10 +212,27 @@ def _flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(old: Mapping, new: Mapping) -> list[str]:
-    """Keys whose values differ between two resolved run configs, runtime-only keys aside."""
+    """Keys whose values differ between two resolved run configs, runtime-only keys aside.
+
+    A method option the old run's config lacks but the new one holds at the method's default is
+    not a difference: it was added to ferkit after that run, which trained as the default does
+    (e.g. APSM's ``usl_warmup_epochs: 0``)."""
     a, b = _flatten(old), _flatten(new)
     norm = json.loads(json.dumps(b))  # tuples vs lists, as the saved YAML has them
-    return sorted(k for k in set(a) | set(b) if k not in RUNTIME_KEYS and a.get(k) != norm.get(k))
+    added = _options_added_at_default(a, new)
+    return sorted(k for k in set(a) | set(b) if k not in RUNTIME_KEYS and k not in added and a.get(k) != norm.get(k))
+
+
+def _options_added_at_default(old_flat: Mapping[str, Any], new: Mapping[str, Any]) -> set[str]:
+    from ferkit.methods import get_method
+
+    method = new.get("method") or {}
+    try:
+        defaults = get_method(str(method.get("name"))).defaults
+    except ConfigError:
+        return set()
+    return {f"method.{k}" for k, v in defaults.items()
+            if f"method.{k}" not in old_flat and k in method and json.loads(json.dumps(method[k])) == v}
 
 
 # ---- ablation: train, score, tabulate ------------------------------------------------------
