@@ -223,6 +223,18 @@ def config_differences(old: Mapping, new: Mapping) -> list[str]:
     return sorted(k for k in set(a) | set(b) if k not in RUNTIME_KEYS and k not in added and a.get(k) != norm.get(k))
 
 
+def _method_text(m: Mapping[str, Any]) -> str:
+    """``name`` and the options a cell sets away from the method's defaults (APSM's pe / usl always)."""
+    from ferkit.methods import get_method
+
+    try:
+        defaults = get_method(str(m["name"])).defaults
+    except ConfigError:
+        defaults = {}
+    keep = [k for k in m if k != "name" and (k in ("pe", "usl") or m[k] != defaults.get(k, m[k]))]
+    return " ".join([str(m["name"]), *(f"{k}={m[k]}" for k in keep)])
+
+
 def _options_added_at_default(old_flat: Mapping[str, Any], new: Mapping[str, Any]) -> set[str]:
     from ferkit.methods import get_method
 
@@ -437,7 +449,7 @@ def run_ablation(exp: dict[str, Any], args: argparse.Namespace, config_path: Pat
         for c in chosen:
             cfg = configs[c["name"]]
             m = cfg["method"]
-            what = m["name"] + (f" pe={m['pe']} usl={m['usl']}" if m["name"] == "apsm" else "")
+            what = _method_text(m)
             print(f"  {c['name']:<40} {cell_status(runs_dir / c['name']):<8} model={cfg['model']['name']} "
                   f"method={what} data={cfg['data']['dataset']} {cfg['data'].get('options') or ''} "
                   f"seed={cfg['seed']} epochs={cfg['train']['epochs']} lr={cfg['optim']['lr']} "
