@@ -223,16 +223,11 @@ def config_differences(old: Mapping, new: Mapping) -> list[str]:
     return sorted(k for k in set(a) | set(b) if k not in RUNTIME_KEYS and k not in added and a.get(k) != norm.get(k))
 
 
-def _method_text(m: Mapping[str, Any]) -> str:
-    """``name`` and the options a cell sets away from the method's defaults (APSM's pe / usl always)."""
-    from ferkit.methods import get_method
-
-    try:
-        defaults = get_method(str(m["name"])).defaults
-    except ConfigError:
-        defaults = {}
-    keep = [k for k in m if k != "name" and (k in ("pe", "usl") or m[k] != defaults.get(k, m[k]))]
-    return " ".join([str(m["name"]), *(f"{k}={m[k]}" for k in keep)])
+def method_text(cell: Mapping[str, Any]) -> str:
+    """The method and the keys its grid entry sets (``adacm weak_views=3 ...``)."""
+    m = dict(cell["overrides"].get("method") or {})
+    name = m.pop("name", "?")
+    return " ".join([str(name), *(f"{k}={v}" for k, v in m.items())])
 
 
 def _options_added_at_default(old_flat: Mapping[str, Any], new: Mapping[str, Any]) -> set[str]:
@@ -448,10 +443,8 @@ def run_ablation(exp: dict[str, Any], args: argparse.Namespace, config_path: Pat
         print(f"{len(chosen)} of {len(cells)} cells; runs in {runs_dir}, results in {out}")
         for c in chosen:
             cfg = configs[c["name"]]
-            m = cfg["method"]
-            what = _method_text(m)
             print(f"  {c['name']:<40} {cell_status(runs_dir / c['name']):<8} model={cfg['model']['name']} "
-                  f"method={what} data={cfg['data']['dataset']} {cfg['data'].get('options') or ''} "
+                  f"method={method_text(c)} data={cfg['data']['dataset']} {cfg['data'].get('options') or ''} "
                   f"seed={cfg['seed']} epochs={cfg['train']['epochs']} lr={cfg['optim']['lr']} "
                   f"batch={cfg['optim']['batch_size']} px={cfg['data']['image_size']}")
         return None

@@ -52,6 +52,7 @@ from apsm_experiments import (
     copy_cell_files,
     epoch_rows,
     grid_cells,
+    method_text,
     read_experiment,
     repo_path,
     run_cell,
@@ -129,13 +130,6 @@ def check_budget(configs: Mapping[str, Mapping[str, Any]]) -> None:
         if limit and isinstance(lab, int) and lab >= int(limit):
             raise ConfigError(f"--limit-train {limit} keeps no more rows than data.labelled={lab}: give --labelled "
                               "(a count below it or a fraction)")
-
-
-def method_text(cell: Mapping[str, Any]) -> str:
-    """The method and the keys its grid entry sets (``adacm weak_views=3 ...``)."""
-    m = dict(cell["overrides"].get("method") or {})
-    name = m.pop("name", "?")
-    return " ".join([str(name), *(f"{k}={v}" for k, v in m.items())])
 
 
 # ---- tables ---------------------------------------------------------------------------------------

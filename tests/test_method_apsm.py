@@ -39,7 +39,6 @@ def test_usl_loss_matches_the_formula(one_thread):
     torch.testing.assert_close(m2.loss_terms(mu, s, y)[0], ce_ref)
 
 
-
 def test_usl_warmup_trains_on_ce_while_the_variance_tracks_it(one_thread):
     """Before usl_warmup_epochs the logits get the plain CE gradient and s the USL one; after, full USL."""
     m = _apsm(pe=False, usl=True, usl_warmup_epochs=2).eval()
@@ -67,6 +66,7 @@ def test_usl_warmup_trains_on_ce_while_the_variance_tracks_it(one_thread):
     torch.testing.assert_close(g_mu2, g_mu / (2 * v.detach()[:, None]))
     with pytest.raises(ConfigError):
         _apsm(usl_warmup_epochs=-1)
+
 
 def test_usl_attenuates_high_variance_samples(one_thread):
     """A larger variance lowers the weight of the CE term (1 / 2v), the point of USL."""

@@ -265,7 +265,6 @@ def test_speed_benchmark_times_baseline_and_rald(one_thread):
     assert s["rald_memory_infer_cost_x"] == pytest.approx(s["baseline_infer_img_s"] / s["rald_memory_infer_img_s"])
 
 
-
 def test_skip_speed_keeps_the_earlier_timings_with_their_commit(tmp_path):
     import json
 
@@ -277,6 +276,7 @@ def test_skip_speed_keeps_the_earlier_timings_with_their_commit(tmp_path):
     assert kept == [{**timing, "measured_at_commit": "abc1234"}]
     (tmp_path / "metrics.json").write_text(json.dumps({"speed": kept, "environment": {"git_commit": "fff0000"}}))
     assert bench.previous_speeds(tmp_path / "metrics.json")[0]["measured_at_commit"] == "abc1234"
+
 
 def test_literal_blocks_without_residual_are_an_option(tmp_path, one_thread):
     """residual: false is the paper's eqs. (7)/(17) as written; it builds and trains without error."""

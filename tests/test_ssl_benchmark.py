@@ -54,7 +54,6 @@ def test_dry_run_lists_the_cells(capsys):
         mod.main([str(SSL_CONFIG), "--dry-run", "--limit-train", "3000"])
 
 
-
 def test_cpu_config_is_the_full_one_shrunk(capsys):
     """ssl_fer2013_cpu.yaml keeps the methods and labels of the full grid; only the budget shrinks."""
     mod = _script("ssl_benchmark")
@@ -79,6 +78,7 @@ def test_runner_errors_are_one_line(tmp_path):
                               "--dry-run"], capture_output=True, text=True, cwd=REPO, timeout=120)
         assert res.returncode == 2, (name, res.stderr)
         assert res.stderr.strip().count("\n") == 0 and res.stderr.startswith(f"{name}: error:"), res.stderr
+
 
 def test_grid_is_the_committed_run_configs():
     """Each method's cell is configs/<method>_fer2013_4000_0.yaml (the variants: Ada-CM's plus one key)."""

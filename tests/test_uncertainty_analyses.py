@@ -308,7 +308,6 @@ def test_ablation_skips_finished_cells_and_refuses_other_configs(ablation, capsy
         mod.main(changed)
 
 
-
 def test_a_method_option_added_later_at_its_default_is_no_difference():
     """A run trained before an option existed behaved as its default: it stays reusable."""
     mod = _script()
@@ -319,6 +318,7 @@ def test_a_method_option_added_later_at_its_default_is_no_difference():
         "method.usl_warmup_epochs"]
     assert mod.config_differences({**old, "method": {"name": "ce"}}, {**new, "method": {"name": "ce", "x": 1}}) == [
         "method.x"]  # not an option of the method: a difference
+
 
 def test_analyses_end_to_end(ablation, tmp_path):
     import yaml

@@ -199,7 +199,7 @@ def _load_table(path: str | None) -> tuple[dict[str, int], np.ndarray]:
     with resources.as_file(resources.files("ferkit.weights") / EMBEDDINGS_FILE) as shipped:
         file = Path(path) if path is not None else shipped
         if not file.is_file():
-            raise InputError(f"label embedding file not found: {path}")
+            raise InputError(f"label embedding file not found: {file}")
         data = np.load(file, allow_pickle=False)
         if "names" not in data or "vectors" not in data:
             raise InputError(f"label embedding file {file} needs arrays 'names' and 'vectors' "
