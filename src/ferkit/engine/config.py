@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from ferkit.errors import ConfigError, InputError
+from ferkit.models.pretrained import check_pretrained, pretrained_normalisation
 
 
 class _Loader(yaml.SafeLoader):
@@ -55,13 +56,16 @@ DEFAULTS: dict[str, Any] = {
         "labelled": None,  # semi-supervised: int count or float fraction kept labelled (seeded, per class
         # in proportion); the rest of the training split is the unlabelled set
         "unlabelled_ratio": 7,  # semi-supervised: unlabelled rows per labelled row in a step (FixMatch's mu = 7)
-        "mean": 0.5,  # normalisation: one number or one per channel (ImageNet's for RGB pretrained weights)
-        "std": 0.5,
+        "mean": "auto",  # normalisation: one number, one per channel, or auto: the shipped pretrained
+        "std": "auto",  # backbone's own (model.pretrained), else 0.5 / 0.5
     },
     "model": {
         "name": "compact",
         "options": {},  # passed to the backbone (stem, width, patch size, ...)
-        "pretrained": None,  # a torchvision-format ResNet state dict to start from
+        "pretrained": None,  # a shipped backbone name (vggface2_mobilenet_v1, ...) or a torchvision-format
+        # state dict file to start from
+        "bn_calibration": 2048,  # training faces (eval view) on which the BatchNorm statistics of a folded
+        # pretrained backbone are re-estimated before training (function-preserving; 0 = off)
     },
     "augment": {"train": "train", "eval": "eval", "options": {}},
     "optim": {
@@ -72,6 +76,7 @@ DEFAULTS: dict[str, Any] = {
         "nesterov": True,
         "batch_size": 128,  # the global batch: split over the processes under torchrun
         "grad_clip": None,
+        "fused": "auto",  # fused Adam/AdamW step (one kernel over all parameters); auto: on where torch has it
     },
     "schedule": {
         "name": "cosine",  # cosine | step | constant
@@ -85,7 +90,9 @@ DEFAULTS: dict[str, Any] = {
         "steps_per_epoch": None,  # None: an epoch is one pass over the (labelled) training rows; an int: that
         # many steps, the loaders cycling on their own (FixMatch-style iteration budgets)
         "device": "auto",
-        "amp": "auto",  # bf16 autocast on CUDA when auto; never on CPU
+        "amp": "auto",  # auto: bf16 autocast on CUDA and on CPUs with native bf16 (AMX / AVX-512 BF16);
+        # bf16 | fp16 | off
+        "channels_last": "auto",  # NHWC memory format; auto: on for CNNs (oneDNN's fast layout on CPU)
         "threads": None,  # torch intra-op threads; default: torch's choice
         "ema": 0.0,  # EMA decay of the weights (0 = off); evaluation uses the EMA model when on
         "sync_bn": True,  # SyncBatchNorm across processes on CUDA (torch has no CPU SyncBatchNorm)
@@ -162,7 +169,20 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
     if cfg.get("name") is None:
         cfg["name"] = "run"
     _check_method(cfg)
+    _resolve_auto(cfg)
     return cfg
+
+
+def _resolve_auto(cfg: dict) -> None:
+    """``data.mean/std: auto`` -> the shipped pretrained backbone's normalisation, else 0.5 / 0.5,
+    so the resolved config (and the exported model) records the numbers actually used."""
+    d, m = cfg["data"], cfg["model"]
+    check_pretrained(m.get("pretrained"), m["name"])
+    mean, std = pretrained_normalisation(m.get("pretrained"), d["channels"])
+    if d["mean"] == "auto":
+        d["mean"] = mean
+    if d["std"] == "auto":
+        d["std"] = std
 
 
 def _merge_layer(cfg: dict, layer: Mapping) -> dict:

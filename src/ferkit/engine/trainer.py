@@ -55,7 +55,8 @@ from ferkit.engine.device import autocast_dtype, resolve_device
 from ferkit.engine.hooks import CheckpointHook, EMAHook, EvalHook, Hook, LoggerHook, ProgressHook
 from ferkit.errors import ConfigError
 from ferkit.methods import Method, get_method
-from ferkit.models import build_model, load_pretrained
+from ferkit.models import build_model, load_pretrained, recalibrate_batchnorm
+from ferkit.models.pretrained import pretrained_spec
 
 MODEL_FORMAT = "ferkit-model/1"
 
@@ -114,6 +115,9 @@ class Trainer:
                             image_size=int(dcfg["image_size"]), **cfg["model"].get("options", {}))
         if cfg["model"].get("pretrained"):
             load_pretrained(model, cfg["model"]["pretrained"])
+            self._calibrate_pretrained(model)
+        if _channels_last(tcfg.get("channels_last", "auto"), model):
+            model.to(memory_format=torch.channels_last)
         self.method: Method = method_cls(model, cfg["method"], len(self.classes), info)
         if self.world > 1 and self.device.type == "cuda" and tcfg.get("sync_bn", True):
             self.method = nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
@@ -163,6 +167,19 @@ class Trainer:
                               f"{size} (data.unlabelled_ratio x optim.batch_size)")
         return loader
 
+    def _calibrate_pretrained(self, model: nn.Module) -> None:
+        """Re-estimate folded BatchNorm statistics of a shipped backbone on training faces (eval view)."""
+        n = int(self.cfg["model"].get("bn_calibration") or 0)
+        spec = pretrained_spec(self.cfg["model"]["pretrained"])
+        if n <= 0 or spec is None or not spec.get("folded_bn"):
+            return
+        d = self.cfg["data"]
+        view = make_view(build_augment(self.cfg["augment"]["eval"], int(d["image_size"]), self.channels),
+                         d["mean"], d["std"])
+        rows = torch.randperm(len(self.loader.images), generator=torch.Generator().manual_seed(int(self.cfg["seed"])))
+        rows = rows[:n]
+        recalibrate_batchnorm(model, (view(self.loader.images[rows[i:i + 256]]) for i in range(0, len(rows), 256)))
+
     def _build_optimizer(self) -> torch.optim.Optimizer:
         ocfg = self.cfg["optim"]
         decay, no_decay = [], []
@@ -172,12 +189,17 @@ class Trainer:
         groups = [{"params": decay, "weight_decay": float(ocfg["weight_decay"])},
                   {"params": no_decay, "weight_decay": 0.0}]
         name, lr = ocfg["name"].lower(), float(ocfg["lr"])
+        fused = ocfg.get("fused", "auto")
+        if fused not in ("auto", True, False):
+            raise ConfigError(f"optim.fused must be auto, true or false, not {fused!r}")
+        # fused Adam(W): one kernel for all parameters (CPU and CUDA; not MPS in every torch)
+        fused = bool(fused) and self.device.type in ("cpu", "cuda")
         if name == "sgd":
             return torch.optim.SGD(groups, lr=lr, momentum=float(ocfg["momentum"]), nesterov=bool(ocfg["nesterov"]))
         if name == "adam":
-            return torch.optim.Adam(groups, lr=lr)
+            return torch.optim.Adam(groups, lr=lr, fused=fused or None)
         if name == "adamw":
-            return torch.optim.AdamW(groups, lr=lr)
+            return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
         raise ConfigError(f"unknown optimiser '{ocfg['name']}' (sgd, adam, adamw)")
 
     def _lr_lambda(self):
@@ -342,6 +364,15 @@ class Trainer:
                 "num_unlabelled": len(self.unlabelled_data) if self.unlabelled_data is not None else 0,
                 "classes": list(self.classes), "data_meta": _jsonable(self.train_data.meta)}
         (self.run_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+def _channels_last(option: str | bool, model: nn.Module) -> bool:
+    """``train.channels_last``: auto = on for convolutional backbones (oneDNN's fast layout), off for ViTs."""
+    if option not in ("auto", True, False):
+        raise ConfigError(f"train.channels_last must be auto, true or false, not {option!r}")
+    if option == "auto":
+        return not str(getattr(model, "name", "")).startswith("vit")
+    return bool(option)
 
 
 def _jsonable(obj: Any) -> Any:

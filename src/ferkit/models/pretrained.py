@@ -1,4 +1,11 @@
-"""Start from a user-provided torchvision-format state dict (e.g. the MS-Celeb ResNet-18 of SCN/EAC).
+"""Pretrained starts: the face-recognition backbones shipped with ferkit, or a user's state dict.
+
+Shipped (``model.pretrained: <name>``, see :data:`PRETRAINED`): converted once from their
+TF.js originals by ``scripts/convert_tfjs.py``, stored in ``ferkit/weights/backbone_<name>.pt``
+with a model card beside them. Each names the backbone it fits, its native input size and its
+own normalisation, which ``data.mean`` / ``data.std: auto`` pick up.
+
+A user-provided torchvision-format state dict (e.g. the MS-Celeb ResNet-18 of SCN/EAC):
 
 Such files come in many wrappings: a bare state dict, or one under ``state_dict`` / ``model``,
 with keys prefixed by ``module.`` (DataParallel), ``backbone.``, ``encoder.`` or ``model.``.
@@ -14,14 +21,57 @@ where that is meaningful and otherwise skipped and reported, never silently:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ferkit.errors import InputError
+from ferkit.errors import ConfigError, InputError
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+_RGB_MEAN_255 = (123.68, 116.779, 103.939)  # Keras "caffe" preprocessing, in RGB order
+#: shipped pretrained backbones: name -> backbone, native input size, normalisation (0-1 scale)
+PRETRAINED: dict[str, dict[str, Any]] = {
+    "vggface2_mobilenet_v1": {
+        "model": "mobilenet_v1", "image_size": 224, "file": "backbone_vggface2_mobilenet_v1.pt",
+        "mean": [round(m / 255, 6) for m in _RGB_MEAN_255], "std": [round(1 / 255, 8)] * 3,
+        "folded_bn": True,
+    },
+    "vggface2_mobilenet_v1_faceres": {
+        "model": "mobilenet_v1", "image_size": 224, "file": "backbone_vggface2_mobilenet_v1_faceres.pt",
+        "mean": [round(m / 255, 6) for m in _RGB_MEAN_255], "std": [round(1 / 255, 8)] * 3,
+        "folded_bn": True,
+    },
+}
+
+
+def pretrained_spec(name: str) -> dict[str, Any] | None:
+    """The spec of a shipped pretrained backbone, or None when ``name`` is not one (a path)."""
+    return PRETRAINED.get(str(name))
+
+
+def pretrained_normalisation(name: str | None, channels: int) -> tuple[Any, Any]:
+    """(mean, std) for ``data.mean/std: auto``: the shipped backbone's own, else 0.5 / 0.5.
+
+    A 1-channel run on RGB weights gets the channel average (its stem is summed over RGB).
+    """
+    spec = pretrained_spec(name) if name else None
+    if spec is None:
+        return 0.5, 0.5
+    if int(channels) == 1:
+        return round(sum(spec["mean"]) / 3, 6), spec["std"][0]
+    return list(spec["mean"]), list(spec["std"])
+
+
+def check_pretrained(name: str | None, model_name: str) -> None:
+    """ConfigError when a shipped pretrained backbone is asked for with another architecture."""
+    spec = pretrained_spec(name) if name else None
+    if spec is not None and spec["model"] != model_name:
+        raise ConfigError(f"model.pretrained {name!r} holds {spec['model']!r} weights: set model.name: "
+                          f"{spec['model']} (not {model_name!r})")
 
 #: wrapper keys tried, in order, to find the state dict inside a checkpoint
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net", "network", "params")
@@ -61,16 +111,23 @@ def _target_key(src: str, own: Mapping[str, Tensor]) -> str | None:
 
 
 def load_pretrained(model: nn.Module, path: str | Path, strict: bool = False) -> dict[str, Any]:
-    """Load matching tensors from ``path`` into ``model``; return what happened.
+    """Load matching tensors from ``path`` (a file, or a shipped name) into ``model``; return what happened.
 
     Report: ``loaded`` (model keys filled), ``adapted`` ({key: how}), ``skipped`` ({source key:
     why}), ``missing`` (model keys left at their initial values). ``strict=True`` raises
     InputError if anything was skipped or is missing. Raises InputError for a missing or
     unreadable file and when no tensor matches.
     """
+    spec = pretrained_spec(str(path))
+    if spec is not None:
+        check_pretrained(str(path), getattr(model, "name", ""))
+        path = WEIGHTS_DIR / spec["file"]
+        if not path.is_file():
+            raise InputError(f"shipped pretrained weights missing from the installation: {path}")
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"pretrained weights not found: {path}")
+        known = ", ".join(sorted(PRETRAINED))
+        raise InputError(f"pretrained weights not found: {path} (shipped names: {known})")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle / zip / weights_only refusals: all "not usable"
@@ -120,3 +177,57 @@ def _adapt(key: str, t: Tensor, dst: Tensor) -> tuple[Tensor | None, str]:
         if t.shape[1] == 1 and dst.shape[1] == 3:
             return t.repeat(1, 3, 1, 1) / 3.0, "repeated 1 input channel to 3 (divided by 3)"
     return None, f"shape {tuple(t.shape)} != {tuple(dst.shape)}"
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Tensor]) -> int:
+    """Give BatchNorms that stand for folded affines (running_mean 0, running_var 1 - eps) real
+    statistics, without changing what the model computes in eval mode.
+
+    Why: the TF.js graphs store BN folded into the convs, so the converted BN's running
+    statistics are placeholders. Trained in train mode, such a BN would normalise each channel
+    by its batch statistics and wreck the pretrained function. Here each folded BN's input is
+    measured on ``batches`` (in eval mode, i.e. through the original function), then re-expressed
+    as ``(y - m) / sqrt(v + eps) * sqrt(v + eps) + (b + m)`` with the measured mean ``m`` and
+    variance ``v``: identical in eval mode, and close to it in train mode where batch statistics
+    are near ``m`` / ``v``. Returns the number of BatchNorms recalibrated.
+    """
+    folded = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.running_var is not None
+              and torch.allclose(m.running_mean, torch.zeros_like(m.running_mean))
+              and torch.allclose(m.running_var, torch.full_like(m.running_var, 1.0 - m.eps))]
+    if not folded:
+        return 0
+    sums: dict[nn.Module, list[Tensor]] = {}
+
+    def record(mod: nn.Module, inputs: tuple[Tensor, ...], _out: Tensor) -> None:
+        y = inputs[0].detach().double()
+        acc = sums.setdefault(mod, [torch.zeros(y.shape[1], dtype=torch.float64, device=y.device)] * 2 + [0])
+        acc[0] = acc[0] + y.sum(dim=(0, 2, 3))
+        acc[1] = acc[1] + (y * y).sum(dim=(0, 2, 3))
+        acc[2] += y.numel() // y.shape[1]
+
+    handles = [m.register_forward_hook(record) for m in folded]
+    was_training = model.training
+    model.eval()
+    try:
+        for x in batches:
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    for m in folded:
+        if m not in sums:
+            continue
+        s1, s2, n = sums[m]
+        mean = s1 / n
+        var = (s2 / n - mean * mean).clamp_min(1e-6)
+        # eval now: (y - mean) / sqrt(var + eps) * gamma' + beta' with gamma' = w * sqrt(var + eps) / sqrt(1)
+        old_scale = m.weight.double() / torch.sqrt(m.running_var.double() + m.eps)
+        new_gamma = old_scale * torch.sqrt(var + m.eps)
+        new_beta = m.bias.double() + old_scale * mean
+        m.running_mean.copy_(mean.to(m.running_mean.dtype))
+        m.running_var.copy_(var.to(m.running_var.dtype))
+        m.weight.copy_(new_gamma.to(m.weight.dtype))
+        m.bias.copy_(new_beta.to(m.bias.dtype))
+    return len(sums)
