@@ -25,9 +25,10 @@ def results_dir(name: str) -> Path:
 
 
 def environment() -> dict[str, Any]:
-    from ferkit.engine.trainer import git_commit
+    from ferkit.engine.trainer import git_commit, git_dirty
 
-    return {"git_commit": git_commit(REPO), "python": platform.python_version(), "torch": torch.__version__,
+    return {"git_commit": git_commit(REPO), "git_dirty": git_dirty(REPO), "python": platform.python_version(),
+            "torch": torch.__version__,
             "threads": torch.get_num_threads(), "machine": platform.machine(), "argv": sys.argv}
 
 

@@ -49,7 +49,7 @@ def convert(vendor: Path, name: str) -> tuple[dict[str, torch.Tensor], dict]:
     rel, what = SOURCES[name]
     src = vendor / rel
     graph = read_graph_model(src)
-    sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in mobilenet_v1_state_dict(graph).items()}
+    sd = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in mobilenet_v1_state_dict(graph).items()}  # keeps 0-d
     spec = PRETRAINED[name]
     model = build_model(spec["model"], num_classes=1, in_channels=3, image_size=spec["image_size"])
     model.backbone.load_state_dict(sd, strict=True)  # every tensor used, none missing

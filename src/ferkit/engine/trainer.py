@@ -70,6 +70,16 @@ def git_commit(cwd: Path | None = None) -> str | None:
         return None
 
 
+def git_dirty(cwd: Path | None = None) -> bool | None:
+    """Whether the work tree has uncommitted changes (None when git is not available)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                             text=True, timeout=10, cwd=cwd or Path(__file__).parent)
+        return bool(out.stdout.strip()) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 class Trainer:
     """Trains one configured run. See the module docstring."""
 
@@ -358,7 +368,7 @@ class Trainer:
         return compute_metrics(self.predict(data), data.labels, data.classes)
 
     def _write_meta(self) -> None:
-        meta = {"git_commit": git_commit(), "ferkit": __version__, "torch": torch.__version__,
+        meta = {"git_commit": git_commit(), "git_dirty": git_dirty(), "ferkit": __version__, "torch": torch.__version__,
                 "python": platform.python_version(), "device": str(self.device), "world_size": self.world,
                 "num_train": len(self.train_data), "num_val": len(self.val_data) if self.val_data else 0,
                 "num_unlabelled": len(self.unlabelled_data) if self.unlabelled_data is not None else 0,

@@ -181,32 +181,28 @@ def _adapt(key: str, t: Tensor, dst: Tensor) -> tuple[Tensor | None, str]:
 
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Tensor]) -> int:
-    """Give BatchNorms that stand for folded affines (running_mean 0, running_var 1 - eps) real
-    statistics, without changing what the model computes in eval mode.
+    """Give every BatchNorm2d statistics measured on ``batches`` without changing what the model
+    computes in eval mode. Returns the number of BatchNorms recalibrated.
 
-    Why: the TF.js graphs store BN folded into the convs, so the converted BN's running
-    statistics are placeholders. Trained in train mode, such a BN would normalise each channel
-    by its batch statistics and wreck the pretrained function. Here each folded BN's input is
-    measured on ``batches`` (in eval mode, i.e. through the original function), then re-expressed
-    as ``(y - m) / sqrt(v + eps) * sqrt(v + eps) + (b + m)`` with the measured mean ``m`` and
-    variance ``v``: identical in eval mode, and close to it in train mode where batch statistics
-    are near ``m`` / ``v``. Returns the number of BatchNorms recalibrated.
+    Why: the TF.js graphs store BN folded into the convs, so a converted BN's running statistics
+    are placeholders (mean 0, variance 1 - eps). Trained in train mode, such a BN would normalise
+    each channel by its batch statistics and wreck the pretrained function. Here each BN's input
+    is measured in eval mode (i.e. through the original function) and the layer re-expressed with
+    the measured mean ``m`` and variance ``v``: with ``s = weight / sqrt(running_var + eps)``,
+    ``weight' = s * sqrt(v + eps)`` and ``bias' = bias + s * (m - running_mean)``. Identical in
+    eval mode; in train mode, where batch statistics are near ``m`` / ``v``, close to it.
     """
-    folded = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.running_var is not None
-              and torch.allclose(m.running_mean, torch.zeros_like(m.running_mean))
-              and torch.allclose(m.running_var, torch.full_like(m.running_var, 1.0 - m.eps))]
-    if not folded:
-        return 0
-    sums: dict[nn.Module, list[Tensor]] = {}
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.running_var is not None]
+    sums: dict[nn.Module, list] = {}
 
     def record(mod: nn.Module, inputs: tuple[Tensor, ...], _out: Tensor) -> None:
         y = inputs[0].detach().double()
-        acc = sums.setdefault(mod, [torch.zeros(y.shape[1], dtype=torch.float64, device=y.device)] * 2 + [0])
+        acc = sums.setdefault(mod, [0.0, 0.0, 0])
         acc[0] = acc[0] + y.sum(dim=(0, 2, 3))
         acc[1] = acc[1] + (y * y).sum(dim=(0, 2, 3))
         acc[2] += y.numel() // y.shape[1]
 
-    handles = [m.register_forward_hook(record) for m in folded]
+    handles = [m.register_forward_hook(record) for m in bns]
     was_training = model.training
     model.eval()
     try:
@@ -216,18 +212,15 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Tensor]) -> int:
         for h in handles:
             h.remove()
         model.train(was_training)
-    for m in folded:
+    for m in bns:
         if m not in sums:
             continue
         s1, s2, n = sums[m]
         mean = s1 / n
         var = (s2 / n - mean * mean).clamp_min(1e-6)
-        # eval now: (y - mean) / sqrt(var + eps) * gamma' + beta' with gamma' = w * sqrt(var + eps) / sqrt(1)
-        old_scale = m.weight.double() / torch.sqrt(m.running_var.double() + m.eps)
-        new_gamma = old_scale * torch.sqrt(var + m.eps)
-        new_beta = m.bias.double() + old_scale * mean
+        scale = m.weight.double() / torch.sqrt(m.running_var.double() + m.eps)
+        m.bias.copy_((m.bias.double() + scale * (mean - m.running_mean.double())).to(m.bias.dtype))
+        m.weight.copy_((scale * torch.sqrt(var + m.eps)).to(m.weight.dtype))
         m.running_mean.copy_(mean.to(m.running_mean.dtype))
         m.running_var.copy_(var.to(m.running_var.dtype))
-        m.weight.copy_(new_gamma.to(m.weight.dtype))
-        m.bias.copy_(new_beta.to(m.bias.dtype))
     return len(sums)
