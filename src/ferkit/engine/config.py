@@ -45,7 +45,9 @@ DEFAULTS: dict[str, Any] = {
         "dataset": "fer2013",
         "path": None,
         "train_split": "Training",
-        "val_split": "PublicTest",
+        "val_split": "PublicTest",  # or "holdout": the part of the training split that data.holdout keeps out
+        "holdout": None,  # int count or float fraction of the training split held out (stratified), never trained on
+        "holdout_seed": 0,  # the held-out faces depend on this only, not on the run's seed
         "options": {},  # passed to the reader (e.g. ferplus mode, image_size)
         "image_size": 48,  # model input size; data of another size is resized on the fly
         "channels": 1,  # 1 = grayscale, 3 = RGB

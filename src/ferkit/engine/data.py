@@ -39,7 +39,13 @@ def load_ssl_data(cfg: dict[str, Any]) -> tuple[FaceDataset, FaceDataset | None,
         raise ConfigError("data.path is not set: give the dataset's file or folder (data.path=...)")
     opts = dict(d.get("options") or {})
     train = load_dataset(d["dataset"], d["path"], d["train_split"], **opts)
-    val = load_dataset(d["dataset"], d["path"], d["val_split"], **opts) if d.get("val_split") else None
+    train, held = split_holdout(train, d.get("holdout"), int(d.get("holdout_seed") or 0))
+    if d.get("val_split") == HOLDOUT:
+        if held is None:
+            raise ConfigError("data.val_split: holdout needs data.holdout (a count or fraction of the training split)")
+        val = held
+    else:
+        val = load_dataset(d["dataset"], d["path"], d["val_split"], **opts) if d.get("val_split") else None
     seed = int(cfg["seed"])
     if d.get("limit_train"):
         train = train.subset(subsample(train.labels, int(d["limit_train"]), seed=seed))
@@ -47,7 +53,8 @@ def load_ssl_data(cfg: dict[str, Any]) -> tuple[FaceDataset, FaceDataset | None,
         val = val.subset(subsample(val.labels, int(d["limit_val"]), seed=seed))
     unlabelled = None
     if d.get("labelled") is not None:
-        lab_idx, unl_idx = split_labelled(train.labels, _count_or_fraction(d["labelled"]), train.num_classes, seed)
+        lab_idx, unl_idx = split_labelled(train.labels, _count_or_fraction(d["labelled"]), train.num_classes,
+                                          seed)
         if len(unl_idx) == 0:
             raise ConfigError(f"data.labelled={d['labelled']} keeps every training row labelled: nothing unlabelled")
         train, unlabelled = train.subset(lab_idx), train.subset(unl_idx)
@@ -71,17 +78,37 @@ def load_ssl_data(cfg: dict[str, Any]) -> tuple[FaceDataset, FaceDataset | None,
     return train, unlabelled, val, info
 
 
-def _count_or_fraction(value: Any) -> int | float:
+#: ``data.val_split`` value naming the part of the training split held out by ``data.holdout``
+HOLDOUT = "holdout"
+
+
+def split_holdout(train: FaceDataset, holdout: Any, seed: int = 0) -> tuple[FaceDataset, FaceDataset | None]:
+    """(the rest, the held-out part) of the training split, or (train, None) without ``holdout``.
+
+    A stratified, seeded part of the training split that the run never trains on: the selection and
+    calibration split when the official validation split must stay unseen. Seeded by
+    ``data.holdout_seed``, not the run's seed, so runs of several seeds hold out the same faces.
+    """
+    if holdout in (None, 0, 0.0):
+        return train, None
+    held_idx, rest_idx = split_labelled(train.labels, _count_or_fraction(holdout, "data.holdout"),
+                                        train.num_classes, seed + 1_000_003)
+    if len(rest_idx) == 0:
+        raise ConfigError(f"data.holdout={holdout} leaves no training rows")
+    return train.subset(rest_idx), train.subset(held_idx)
+
+
+def _count_or_fraction(value: Any, key: str = "data.labelled") -> int | float:
     """``data.labelled``: an int (or an integral number such as 4000.0 or "4000") is a count of rows,
     a number in (0, 1) a fraction."""
     if isinstance(value, bool):
-        raise ConfigError(f"data.labelled must be a count or a fraction, not {value!r}")
+        raise ConfigError(f"{key} must be a count or a fraction, not {value!r}")
     try:
         num = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"data.labelled must be a count or a fraction, not {value!r}") from None
+        raise ConfigError(f"{key} must be a count or a fraction, not {value!r}") from None
     if 0 < num < 1:
         return num
     if num >= 1 and num == int(num):
         return int(num)
-    raise ConfigError(f"data.labelled must be a count (>= 1) or a fraction in (0, 1), not {value!r}")
+    raise ConfigError(f"{key} must be a count (>= 1) or a fraction in (0, 1), not {value!r}")

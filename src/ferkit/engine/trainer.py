@@ -277,6 +277,8 @@ class Trainer:
             "method": self.cfg["method"], "model": self.method.model.config(),
             "state_dict": net.state_dict(), "classes": list(self.classes),
             "preprocess": {"image_size": int(d["image_size"]), "channels": self.channels,
+                           # the training faces' own size: the Recognizer crops photos at it
+                           "crop_size": int(np.asarray(self.train_data.images).shape[1]),
                            "mean": d["mean"], "std": d["std"],  # one number or one per channel
                            "tta_flip": bool(self.cfg["train"]["tta_flip"])},
             "metrics": {k: v for k, v in (row or {}).items() if isinstance(v, (int, float, str))},

@@ -88,7 +88,11 @@ class Recognizer:
             if hasattr(self.model, "net"):  # a classic .npz model (ferkit.classic) has no network
                 self.model.net.eval()
         self.labels: tuple[str, ...] = tuple(self.model.classes)
-        self.size = int(self.model.preprocess["image_size"])
+        # faces are cropped at the training data's own resolution (``crop_size``: 48 px for FER2013) and
+        # the model's view resizes them to its input, so a photo's face looks like a training face: a
+        # model fine-tuned on upsampled 48 px faces never sees sharper detail than it learnt from
+        pre = self.model.preprocess
+        self.size = int(pre.get("crop_size") or pre["image_size"])
         self.channels = int(self.model.preprocess["channels"])
         opts = dict(detector_options or {})
         if threads and detector == "retinaface":
