@@ -18,8 +18,32 @@ import yaml
 
 from ferkit.atomic import atomic_write_text
 from ferkit.engine.checkpoint import load_checkpoint, save_checkpoint
+from ferkit.models.pretrained import PRETRAINED, WEIGHTS_DIR
 
 from _common import REPO
+
+
+def _calibration(ck: dict, summary: dict, key: str) -> dict:
+    """Temperature scaling (benchmarks/calibrate_model.py), when the model was calibrated."""
+    if "calibration" not in ck:
+        return {}
+    return {"calibration": {**ck["calibration"], "publictest_ece_before": summary["uncalibrated"][key]["ece"],
+                            "publictest_ece_after": summary[key]["ece"],
+                            "holdout_ece_before": summary["holdout_before"]["ece"],
+                            "holdout_ece_after": summary["holdout_after"]["ece"]}}
+
+
+def _initial_weights(cfg: dict) -> dict:
+    """Where the weights training started from came from: a shipped backbone's card, or random init."""
+    name = (cfg.get("model") or {}).get("pretrained")
+    if not name:
+        return {"initial_weights": "random (trained from scratch)"}
+    spec = PRETRAINED.get(str(name))
+    if spec is None:
+        return {"initial_weights": f"user file {name}"}
+    card = json.loads((WEIGHTS_DIR / spec["file"]).with_suffix(".json").read_text())
+    keep = ("name", "description", "origin", "source", "licence", "training_data_terms", "converted_by")
+    return {"initial_weights": {k: card[k] for k in keep if k in card}}
 
 
 def main() -> None:
@@ -41,18 +65,21 @@ def main() -> None:
     key = "publictest_flip" if args.tta_flip else "publictest"
     card = {
         "description": args.description,
-        "trained_with": f"ferkit train configs/{cfg['name']}.yaml (benchmarks/ce_baseline.py --config ...)",
+        "trained_with": f"ferkit train configs/{cfg['name']}.yaml"
+                        + (" then benchmarks/calibrate_model.py" if "calibration" in ck else
+                           " (benchmarks/ce_baseline.py --config ...)"),
         "method": cfg["method"],
         "model": ck["model"],
         "preprocess": ck["preprocess"],
-        "training_data": f"FER2013 Training ({meta['num_train']} faces), selected on PublicTest "
-                         f"({meta['num_val']} faces)",
+        "training_data": f"FER2013 Training ({meta['num_train']} faces), "
+                         + (summary.get("selection") or f"selected on PublicTest ({meta['num_val']} faces)"),
         "epochs": summary["epochs"], "best_epoch": summary["best_epoch"],
         "publictest": summary[key],
         "publictest_without_flip": summary["publictest"],
         "trained_at_commit": meta["git_commit"],
         "size_mb": round(out.stat().st_size / 2**20, 2),
         "known_limits": args.limits,
+        **_calibration(ck, summary, key), **_initial_weights(cfg),
         "results": str(res.relative_to(REPO) if res.is_absolute() else res),
     }
     atomic_write_text(out.with_suffix(".json"), json.dumps(card, indent=2) + "\n")

@@ -81,6 +81,7 @@ def main() -> None:
     ap.add_argument("--out", default="pretrained_probe")
     args = ap.parse_args()
     out = results_dir(args.out)
+    env = environment()  # the code that runs: read now, not after the hour this takes
     write_json(out / "config.json", vars(args))
     tr = load_dataset("fer2013", FER2013, "Training")
     va = load_dataset("fer2013", FER2013, "PublicTest")
@@ -103,7 +104,7 @@ def main() -> None:
                      "dim": 1024, "accuracy": probe(a, ytr, b, yva)})
         print(rows[-1], flush=True)
     write_json(out / "probe.json", {"rows": rows, "n_train": args.train, "n_val": args.val,
-                                    "environment": environment()})
+                                    "environment": env})
     lines = ["| network | features | dim | PublicTest accuracy (linear probe) |", "|---|---|---|---|"]
     lines += [f"| {r['network']} | {r['features']} | {r['dim']} | {100 * r['accuracy']:.1f} % |" for r in rows]
     (out / "probe.md").write_text("\n".join(lines) + "\n")

@@ -351,13 +351,14 @@ def train_classic(dataset: str, path: str, split: str | None, out: Path, feature
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def models(as_json: bool) -> None:
-    """List the backbones, methods, dataset readers and named models this install knows."""
+    """List the backbones, methods, dataset readers, pretrained starts and named models this install knows."""
     from ferkit.data import DATASETS
     from ferkit.inference.zoo import list_models
     from ferkit.methods import list_methods
-    from ferkit.models import list_backbones
+    from ferkit.models import PRETRAINED, list_backbones
 
-    table = {"backbones": list(list_backbones()), "methods": list_methods(), "datasets": sorted(DATASETS)}
+    table = {"backbones": list(list_backbones()), "methods": list_methods(), "datasets": sorted(DATASETS),
+             "pretrained": [f"{k} ({v['model']})" for k, v in PRETRAINED.items()]}
     table["models"] = [m["name"] + ("" if m["available"] else " (not installed)") for m in list_models()]
     if as_json:
         click.echo(json.dumps(table, indent=2))
