@@ -274,8 +274,22 @@ def default_models() -> dict[str, str]:
             out[card["name"]] = card["file"]
     seen = {str(Path(p).resolve()) for p in out.values()}
     for pt in sorted(Path(WEIGHTS_DIR).glob("*.pt")):
-        if str(pt.resolve()) not in seen:
+        if str(pt.resolve()) not in seen and not pt.stem.startswith("backbone_"):  # backbones are no FER models
             out[pt.stem] = str(pt)
+    return out
+
+
+def selection_of(models: dict[str, str]) -> dict[str, str]:
+    """How each ferkit model was selected, from its model card (bundled models) or "unknown"."""
+    from ferkit.inference.zoo import ALIASES, MODELS, model_card
+
+    out = {}
+    for name, path in models.items():
+        key = name if name in MODELS or name in ALIASES else next(
+            (n for n in MODELS if Path(model_card(n)["file"]).resolve() == Path(path).resolve()), None)
+        card = model_card(key) if key else {}
+        data = str(card.get("training_data", ""))
+        out[name] = data or "unknown (not a bundled model)"
     return out
 
 
@@ -551,7 +565,9 @@ def markdown(report: dict) -> str:
               "the quantized `emotion_model_quantized.tflite`, run batched.",
               "- The upstream training script of fer's model (oarriaga/face_classification) trains on the first "
               "80 % of fer2013.csv (= the Training rows) and selects checkpoints on the rest (PublicTest + "
-              "PrivateTest), so PublicTest was seen for model selection by fer's model, not by ferkit's.",
+              "PrivateTest), so PublicTest was seen for model selection by fer's model. How each ferkit model "
+              "was selected, from its model card:",
+              *[f"  - {name}: {how}" for name, how in (report.get("selection") or {}).items()],
               "- End to end: one `predict` / `detect_emotions` call per photo array (image decoding excluded); "
               "fer gets BGR (what it expects), ferkit RGB. fer's call is wrapped in `torch.inference_mode()`.",
               ""]
@@ -631,6 +647,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "torch_interop_threads": torch.get_num_interop_threads(), "cv2_threads": cv2.getNumThreads()})
     report["environment"] = env
     report["notes"] = notes
+    report["selection"] = selection_of(models)
     report["goals"] = goals(report)
     write_json(out_dir / f"{NAME}.json", report)
     (out_dir / f"{NAME}.md").write_text(markdown(report))

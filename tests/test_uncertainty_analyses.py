@@ -318,6 +318,9 @@ def test_a_method_option_added_later_at_its_default_is_no_difference():
         "method.usl_warmup_epochs"]
     assert mod.config_differences({**old, "method": {"name": "ce"}}, {**new, "method": {"name": "ce", "x": 1}}) == [
         "method.x"]  # not an option of the method: a difference
+    # a run-config key added to ferkit later, at its default (data.holdout), is none either
+    assert mod.config_differences(old, {**new, "data": {"holdout": None, "holdout_seed": 0}}) == []
+    assert mod.config_differences(old, {**new, "data": {"holdout": 0.1}}) == ["data.holdout"]
 
 
 def test_analyses_end_to_end(ablation, tmp_path):
