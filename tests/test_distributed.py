@@ -30,7 +30,7 @@ def test_two_processes_match_one_with_the_combined_batch(tmp_path, fer_csv):
         "model": {"name": "vit_tiny", "options": {"depth": 1, "drop_path": 0.0, "dropout": 0.0}},
         "augment": {"train": "eval"},
         "optim": {"batch_size": 32, "lr": 1e-3, "name": "sgd"},
-        "train": {"epochs": 1, "progress": False, "threads": 1, "device": "cpu"},
+        "train": {"epochs": 1, "progress": False, "threads": 1, "device": "cpu", "amp": "off"},
     }
     cfg_path = write_config(tmp_path / "ddp.yaml", fer_csv, tmp_path / "runs", **sections)
 
