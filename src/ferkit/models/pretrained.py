@@ -33,18 +33,18 @@ from ferkit.errors import ConfigError, InputError
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 _RGB_MEAN_255 = (123.68, 116.779, 103.939)  # Keras "caffe" preprocessing, in RGB order
+
+
+def _hse_mobilenet(file: str) -> dict[str, Any]:
+    """Spec of an HSE_FaceRec_tf MobileNet copy: 224 px native, Keras "caffe" means, folded BatchNorm."""
+    return {"model": "mobilenet_v1", "image_size": 224, "file": file,
+            "mean": [round(m / 255, 6) for m in _RGB_MEAN_255], "std": [round(1 / 255, 8)] * 3, "folded_bn": True}
+
+
 #: shipped pretrained backbones: name -> backbone, native input size, normalisation (0-1 scale)
 PRETRAINED: dict[str, dict[str, Any]] = {
-    "vggface2_mobilenet_v1": {
-        "model": "mobilenet_v1", "image_size": 224, "file": "backbone_vggface2_mobilenet_v1.pt",
-        "mean": [round(m / 255, 6) for m in _RGB_MEAN_255], "std": [round(1 / 255, 8)] * 3,
-        "folded_bn": True,
-    },
-    "vggface2_mobilenet_v1_faceres": {
-        "model": "mobilenet_v1", "image_size": 224, "file": "backbone_vggface2_mobilenet_v1_faceres.pt",
-        "mean": [round(m / 255, 6) for m in _RGB_MEAN_255], "std": [round(1 / 255, 8)] * 3,
-        "folded_bn": True,
-    },
+    "vggface2_mobilenet_v1": _hse_mobilenet("backbone_vggface2_mobilenet_v1.pt"),
+    "vggface2_mobilenet_v1_faceres": _hse_mobilenet("backbone_vggface2_mobilenet_v1_faceres.pt"),
 }
 
 
