@@ -112,6 +112,26 @@ def test_bad_inputs_are_input_errors(rec, tmp_path):
         ferkit.Recognizer(tmp_path / "nothing_here")
 
 
+def test_empty_images_are_input_errors(rec):
+    for empty in (np.zeros((0, 0, 3), np.uint8), np.zeros((0, 10), np.uint8), Image.new("RGB", (0, 0))):
+        with pytest.raises(InputError, match="empty image"):
+            rec.predict(empty)
+
+
+def test_sixteen_bit_png_reads_the_same_as_path_and_as_pil(tmp_path):
+    # PIL opens a 16-bit gray PNG in mode I;16 (or I), and convert("RGB") clips it to white
+    gray = cv2.cvtColor(load_image(examples.path("astronaut")), cv2.COLOR_RGB2GRAY)
+    path = tmp_path / "gray16.png"
+    assert cv2.imwrite(str(path), gray.astype(np.uint16) * 257)
+    from_path = load_image(path)
+    with Image.open(path) as im:
+        assert im.mode.startswith("I")
+        from_pil = load_image(im)
+    assert from_pil.dtype == np.uint8 and from_pil.shape == from_path.shape
+    assert np.abs(from_pil.astype(int) - from_path.astype(int)).max() <= 1
+    assert np.abs(from_pil[:, :, 0].astype(int) - gray.astype(int)).max() <= 1
+
+
 def test_predict_faces_any_size_and_batch_independent(rec):
     rng = np.random.default_rng(0)
     crops = [rng.integers(0, 256, (48, 48), np.uint8), rng.integers(0, 256, (100, 80, 3), np.uint8),

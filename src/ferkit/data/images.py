@@ -29,9 +29,27 @@ def read_image(path: str | os.PathLike[str], gray: bool) -> np.ndarray | None:
         return img if gray else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     try:  # formats OpenCV lacks (GIF, some TIFF flavours)
         with Image.open(path) as im:
-            return np.asarray(im.convert("L" if gray else "RGB"))
+            rgb = pil_to_rgb(im)
+            return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if gray else rgb
     except Exception:  # noqa: BLE001 - any decoder failure means "not an image" here
         return None
+
+
+def pil_to_rgb(im: Image.Image) -> np.ndarray:
+    """RGB uint8 (H, W, 3) from any PIL image, as OpenCV decodes the same file.
+
+    ``convert("RGB")`` clips 16- and 32-bit grayscale (modes I;16, I, F) at 255, which turns a
+    16-bit PNG white; here such images keep their top 8 bits (OpenCV's ``IMREAD_COLOR``).
+    """
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im)
+        if im.mode == "F":
+            a = np.clip(a, 0, 255) if a.size and a.max() > 1.0 else np.clip(a * 255.0, 0, 255)
+        elif a.size and (im.mode.startswith("I;16") or a.max() > 255):
+            a = np.clip(a, 0, 65535) >> 8  # 16-bit range: keep the high byte
+        gray = np.asarray(a, dtype=np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+    return np.asarray(im.convert("RGB"))
 
 
 def fit(img: np.ndarray, size: int, box: Box | None = None, center_crop: float = 1.0) -> np.ndarray:

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from ferkit.engine.config_schema import validate_config
 from ferkit.errors import ConfigError, InputError
 from ferkit.models.pretrained import check_pretrained, pretrained_normalisation
 
@@ -159,6 +160,8 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
             raise InputError(f"config file not found: {path}")
         try:
             loaded = yaml_load(path.read_text()) or {}
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not text (a YAML file was expected)") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
         if not isinstance(loaded, Mapping):
@@ -172,6 +175,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
         cfg["name"] = "run"
     _check_method(cfg)
     _resolve_auto(cfg)
+    validate_config(cfg)
     return cfg
 
 

@@ -94,10 +94,12 @@ class CheckpointHook(Hook):
             tr.save_checkpoint("last.pt")
 
     def after_epoch(self, tr: Trainer, row: dict[str, Any]) -> None:
-        tr.save_checkpoint("last.pt")
+        # best.pt and model.pt before last.pt: a run killed between these writes still finds the
+        # epoch unfinished in last.pt and redoes it, so a complete last.pt always has its model.pt
         if row.get("is_best") or (tr.val_data is None and row["epoch"] + 1 == tr.epochs):
-            tr.save_checkpoint("best.pt")
+            tr.save_checkpoint("best.pt", row)
             tr.export_model(tr.run_dir / "model.pt", row)
+        tr.save_checkpoint("last.pt")
 
 
 class LoggerHook(Hook):

@@ -25,6 +25,7 @@ epoch row (Ada-CM computes its margins there, from the EMA model).
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import platform
@@ -248,12 +249,18 @@ class Trainer:
             "config": json.loads(json.dumps(self.cfg)), "classes": list(self.classes),
         }
 
-    def save_checkpoint(self, name: str) -> None:
+    def save_checkpoint(self, name: str, row: dict[str, Any] | None = None) -> None:
+        """``checkpoints/name``; ``row`` (the epoch's metrics) is kept with it for model.pt's re-export."""
         if dist.is_main():
-            save_checkpoint(self.state(), self.run_dir / "checkpoints" / name)
+            state = self.state()
+            if row is not None:
+                state["row"] = _plain_row(row)
+            save_checkpoint(state, self.run_dir / "checkpoints" / name)
 
     def resume(self, path: Path) -> None:
-        ck = load_checkpoint(path)
+        self._load_state(load_checkpoint(path))
+
+    def _load_state(self, ck: dict[str, Any]) -> None:
         self.method.load_state_dict(ck["method"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
@@ -281,7 +288,7 @@ class Trainer:
                            "crop_size": int(np.asarray(self.train_data.images).shape[1]),
                            "mean": d["mean"], "std": d["std"],  # one number or one per channel
                            "tta_flip": bool(self.cfg["train"]["tta_flip"])},
-            "metrics": {k: v for k, v in (row or {}).items() if isinstance(v, (int, float, str))},
+            "metrics": _plain_row(row or {}),
             "run": self.cfg["name"], "ferkit_version": __version__,
         }, path)
 
@@ -289,6 +296,8 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train to the configured number of epochs; returns the last epoch's row."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if dist.is_main():
+            _remove_orphaned_writes(self.run_dir)
         last = self.run_dir / "checkpoints" / "last.pt"
         if self.cfg["train"]["resume"] and last.exists():
             self.resume(last)
@@ -296,6 +305,7 @@ class Trainer:
                 where = (f"at epoch {self.epoch + 1}, step {self.step}" if self.epoch < self.epochs
                          else f"(already complete: {self.epochs} epochs)")
                 print(f"resuming {self.run_dir} {where}", flush=True)
+                self._repair_model_file(last)
         if dist.is_main():
             save_config(self.cfg, self.run_dir / "config.yaml")
             self._write_meta()
@@ -310,6 +320,23 @@ class Trainer:
             h.after_train(self)
         dist.barrier()
         return row
+
+    def _repair_model_file(self, last: Path) -> None:
+        """Re-export model.pt from best.pt when the two disagree (a run killed between their writes
+        by an older ferkit, or model.pt lost): model.pt must always hold the selected weights."""
+        best = self.run_dir / "checkpoints" / "best.pt"
+        model = self.run_dir / "model.pt"
+        if not best.exists():
+            return
+        ck = load_checkpoint(best)
+        exported = load_checkpoint(model).get("metrics", {}).get("epoch") if model.exists() else None
+        if exported == ck["epoch"]:
+            return
+        print(f"model.pt does not hold best.pt's epoch {ck['epoch'] + 1}: exporting it again", flush=True)
+        row = ck.get("row") or _metrics_row(self.run_dir / "metrics.csv", ck["epoch"])
+        self._load_state(ck)
+        self.export_model(model, row)
+        self.resume(last)  # back to where training stands
 
     def _train_epoch(self) -> dict[str, Any]:
         self.method.train()
@@ -376,6 +403,36 @@ class Trainer:
                 "num_unlabelled": len(self.unlabelled_data) if self.unlabelled_data is not None else 0,
                 "classes": list(self.classes), "data_meta": _jsonable(self.train_data.meta)}
         (self.run_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+def _plain_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if isinstance(v, (int, float, str))}
+
+
+def _metrics_row(path: Path, epoch: int) -> dict[str, Any]:
+    """An epoch's row of metrics.csv (numbers parsed), or just the epoch when it is not there."""
+    if path.exists():
+        with path.open() as fh:
+            for r in csv.DictReader(fh):
+                if r.get("epoch") == str(epoch):
+                    return {k: _number(v) for k, v in r.items() if v not in ("", None)}
+    return {"epoch": epoch}
+
+
+def _number(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _remove_orphaned_writes(run_dir: Path) -> None:
+    """Temporary files of writes killed half-way (atomic_write's ``.NAME.*.tmp``) are garbage."""
+    for folder in (run_dir, run_dir / "checkpoints"):
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def _channels_last(option: str | bool, model: nn.Module) -> bool:

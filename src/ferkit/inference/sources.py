@@ -44,11 +44,17 @@ def load_image(image: Any) -> np.ndarray:
     except ImportError:  # pragma: no cover - pillow is a dependency
         Image = None
     if Image is not None and isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
+        from ferkit.data.images import pil_to_rgb
+
+        if image.width == 0 or image.height == 0:
+            raise InputError(f"empty image ({image.width}x{image.height} pixels)")
+        return pil_to_rgb(image)
     raise InputError(f"unsupported image type {type(image).__name__} (give a path, a numpy array or a PIL image)")
 
 
 def _array_to_rgb(a: np.ndarray) -> np.ndarray:
+    if a.ndim in (2, 3) and (a.shape[0] == 0 or a.shape[1] == 0):
+        raise InputError(f"empty image (array of shape {a.shape})")
     if a.dtype != np.uint8:
         if np.issubdtype(a.dtype, np.integer) and a.size and a.min() >= 0 and a.max() <= 255:
             a = a.astype(np.uint8)

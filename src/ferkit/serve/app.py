@@ -38,6 +38,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ferkit import __version__
+from ferkit.data.images import pil_to_rgb
 from ferkit.errors import FerkitError
 
 logger = logging.getLogger("ferkit.serve")
@@ -110,7 +111,7 @@ def decode_image(data: bytes, max_pixels: int = 50_000_000) -> np.ndarray:
         return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     try:  # formats this OpenCV build lacks (GIF before 4.11, some TIFF flavours); Pillow refuses truncation
         with Image.open(io.BytesIO(data)) as im:
-            rgb = np.asarray(im.convert("RGB"))
+            rgb = pil_to_rgb(im)
     except Exception:  # noqa: BLE001
         raise UploadRejected(400, f"cannot decode image: corrupt or truncated {name} file") from None
     if rgb.ndim != 3 or rgb.size == 0:

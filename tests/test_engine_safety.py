@@ -1,0 +1,108 @@
+"""No silent wrong result from a run: typed config checks before any work, and a model.pt that
+always holds best.pt's weights whatever moment a crash hits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ferkit.engine.checkpoint import load_checkpoint, save_checkpoint
+from ferkit.engine.config import load_config
+from ferkit.engine.trainer import Trainer
+from ferkit.errors import ConfigError
+
+from synthetic import write_config
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.epochs=abc", "train.epochs"), ("train.epochs=-1", "train.epochs"), ("train.epochs=0", "train.epochs"),
+    ("optim.lr=-1", "optim.lr"), ("optim.lr=abc", "optim.lr"), ("optim.batch_size=0", "optim.batch_size"),
+    ("optim.batch_size=-5", "optim.batch_size"), ("data.image_size=abc", "data.image_size"),
+    ("data.limit_train=abc", "data.limit_train"), ("train.checkpoint_every_steps=abc", "train.checkpoint_every_steps"),
+    ("data.channels=2", "data.channels"), ("train.select_metric=val_acc", "train.select_metric"),
+    ("train.ema=1.5", "train.ema"), ("data.holdout=1.5", "data.holdout"), ("train.amp=fp8", "train.amp"),
+    ("optim.name=adamx", "optim.name"), ("train.tta_flip=maybe", "train.tta_flip"),
+])
+def test_bad_config_values_name_their_key(override, key):
+    with pytest.raises(ConfigError, match=rf"config key '{key}'"):
+        load_config(None, [override])
+
+
+@pytest.mark.parametrize("override", ["train.amp=off", "train.amp=bf16", "optim.lr=1e-3", "data.holdout=0.1",
+                                      "data.holdout=500", "optim.grad_clip=1", "train.select_metric=val_macro_f1"])
+def test_good_config_values_pass(override):
+    load_config(None, [override])
+
+
+def test_binary_file_as_config_is_one_line(tmp_path):
+    path = tmp_path / "weights.yaml"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ConfigError):
+        load_config(path)
+
+
+def _model_epoch(run):
+    return load_checkpoint(run / "model.pt")["metrics"]["epoch"]
+
+
+def _assert_model_is_best(run):
+    best, model = load_checkpoint(run / "checkpoints" / "best.pt"), load_checkpoint(run / "model.pt")
+    assert model["metrics"]["epoch"] == best["epoch"]
+    shadow = best["hooks"]["EMAHook"]["shadow"] if best["hooks"].get("EMAHook") else None
+    source = shadow or best["method"]
+    for k, v in model["state_dict"].items():
+        assert torch.equal(v, source[k]), k
+
+
+def test_crash_while_writing_the_last_model_file_redoes_the_epoch(tmp_path, fer_csv, monkeypatch):
+    # a kill during the last epoch's model.pt write used to leave last.pt complete and model.pt a
+    # previous epoch's; rerunning then said "already complete" and kept the stale file
+    cfg = load_config(write_config(tmp_path / "k.yaml", fer_csv, tmp_path / "runs", train={"epochs": 3}))
+    crashed = Trainer(cfg)
+    real_export = Trainer.export_model
+
+    def export_then_die(self, path, row=None):
+        if row is not None and row["epoch"] == 2:
+            raise KeyboardInterrupt  # killed mid-write: atomic_write leaves the old model.pt
+        real_export(self, path, row)
+
+    monkeypatch.setattr(Trainer, "export_model", export_then_die)
+    # force a new best at the last epoch so that its model.pt write is the one that dies
+    from ferkit.engine import hooks
+
+    real_eval = hooks.EvalHook.after_epoch
+
+    def last_is_best(self, tr, row):
+        real_eval(self, tr, row)
+        if row["epoch"] == 2:
+            self.best, self.best_epoch, row["is_best"] = 2.0, 2, True
+
+    monkeypatch.setattr(hooks.EvalHook, "after_epoch", last_is_best)
+    with pytest.raises(KeyboardInterrupt):
+        crashed.fit()
+    run = tmp_path / "runs" / "k"
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 1  # the last epoch is not complete
+    monkeypatch.setattr(Trainer, "export_model", real_export)
+    Trainer(cfg).fit()
+    assert _model_epoch(run) == 2
+    _assert_model_is_best(run)
+
+
+def test_stale_model_file_is_exported_again_and_orphans_removed(tmp_path, fer_csv):
+    cfg = load_config(write_config(tmp_path / "s.yaml", fer_csv, tmp_path / "runs",
+                                   train={"epochs": 2, "ema": 0.9}))
+    Trainer(cfg).fit()
+    run = tmp_path / "runs" / "s"
+    _assert_model_is_best(run)
+    # what an older ferkit could leave behind: model.pt from another epoch, and a killed write's temp file
+    stale = load_checkpoint(run / "model.pt")
+    stale["metrics"]["epoch"] = 99
+    stale["state_dict"] = {k: torch.zeros_like(v) for k, v in stale["state_dict"].items()}
+    save_checkpoint(stale, run / "model.pt")
+    orphan = run / "checkpoints" / ".last.pt.abc123.tmp"
+    orphan.write_bytes(b"half a file")
+    again = Trainer(cfg)
+    again.fit()
+    assert not orphan.exists()
+    _assert_model_is_best(run)
+    assert again.step == 2 * again.steps_per_epoch  # training state is last.pt's, not best.pt's
