@@ -106,3 +106,54 @@ def test_stale_model_file_is_exported_again_and_orphans_removed(tmp_path, fer_cs
     assert not orphan.exists()
     _assert_model_is_best(run)
     assert again.step == 2 * again.steps_per_epoch  # training state is last.pt's, not best.pt's
+
+
+def test_resume_refuses_a_changed_model_and_fewer_epochs(tmp_path, fer_csv):
+    path = write_config(tmp_path / "r.yaml", fer_csv, tmp_path / "runs", train={"epochs": 2})
+    Trainer(load_config(path)).fit()
+    run = tmp_path / "runs" / "r"
+    recorded = (run / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"model\.name.*--no-resume"):
+        Trainer(load_config(path, ["model.name=compact_wide"])).fit()
+    with pytest.raises(ConfigError, match=r"optim\.lr"):
+        Trainer(load_config(path, ["optim.lr=0.5"])).fit()
+    # the README's Python snippet after a longer CLI run: it used to do nothing and record epochs: 1
+    with pytest.raises(ConfigError, match="already has 2 epochs"):
+        Trainer(load_config(path, ["train.epochs=1"])).fit()
+    assert (run / "config.yaml").read_text() == recorded
+    # how it runs may change, and more epochs continue the run
+    more = Trainer(load_config(path, ["train.epochs=3", "train.eval_batch_size=64", "train.threads=2"]))
+    more.fit()
+    assert more.step == 3 * more.steps_per_epoch
+    assert load_config(run / "config.yaml")["train"]["epochs"] == 3
+
+
+def test_nan_loss_stops_with_one_line_and_the_run_says_so(tmp_path, fer_csv, monkeypatch):
+    from ferkit.errors import TrainingDiverged
+
+    tr = Trainer(load_config(write_config(tmp_path / "n.yaml", fer_csv, tmp_path / "runs")))
+    real = tr.method.train_step
+
+    def nan_at_step_3(batch):
+        loss, logs = real(batch)
+        return (loss * float("nan") if tr.step == 2 else loss), logs
+
+    monkeypatch.setattr(tr.method, "train_step", nan_at_step_3)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 3 .*optim\.lr") as err:
+        tr.fit()
+    assert "\n" not in str(err.value)
+    run = tmp_path / "runs" / "n"
+    assert "step 3" in (run / "error.txt").read_text()
+    assert '"kind": "error"' in (run / "log.jsonl").read_text().splitlines()[-1]
+
+
+def test_ctrl_c_in_train_prints_the_resume_hint(tmp_path, fer_csv, monkeypatch, capsys):
+    from ferkit.cli import main
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "fit", interrupted)
+    path = write_config(tmp_path / "c.yaml", fer_csv, tmp_path / "runs")
+    assert main(["train", str(path)]) == 130
+    assert "run the same command again to resume" in capsys.readouterr().err

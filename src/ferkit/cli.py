@@ -375,16 +375,23 @@ def main(argv: list[str] | None = None) -> int:
     except FerkitError as exc:
         click.echo(f"ferkit: error: {exc}", err=True)
         return 2
-    except click.exceptions.Abort:
-        click.echo("ferkit: aborted", err=True)
+    except click.exceptions.Abort:  # click's form of Ctrl-C
+        click.echo(_interrupted_message(argv), err=True)
         return 130
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
     except KeyboardInterrupt:
-        click.echo("ferkit: interrupted (the last checkpoint is kept; run again to resume)", err=True)
+        click.echo(_interrupted_message(argv), err=True)
         return 130
     return 0
+
+
+def _interrupted_message(argv: list[str] | None) -> str:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "train":
+        return "ferkit: interrupted (the last checkpoint is kept; run the same command again to resume)"
+    return "ferkit: interrupted"
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ARG001

@@ -25,3 +25,7 @@ class UnknownLabelError(FerkitError, KeyError):
 
 class ConfigError(FerkitError):
     """An unknown config key, a bad value or an unknown registered name."""
+
+
+class TrainingDiverged(FerkitError):
+    """The training loss became NaN or infinite: the run stops, and its directory says where."""

@@ -33,7 +33,7 @@ class _Section(BaseModel):
 class DataSection(_Section):
     dataset: str
     path: str | None = None
-    train_split: str
+    train_split: str | None = None
     val_split: str | None = None
     holdout: int | float | None = None
     holdout_seed: int

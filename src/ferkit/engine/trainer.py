@@ -50,11 +50,11 @@ from ferkit.engine.checkpoint import (
     seed_everything,
     set_rng_state,
 )
-from ferkit.engine.config import save_config
+from ferkit.engine.config import DEFAULTS, save_config
 from ferkit.engine.data import load_ssl_data
 from ferkit.engine.device import autocast_dtype, resolve_device
 from ferkit.engine.hooks import CheckpointHook, EMAHook, EvalHook, Hook, LoggerHook, ProgressHook
-from ferkit.errors import ConfigError
+from ferkit.errors import ConfigError, TrainingDiverged
 from ferkit.methods import Method, get_method
 from ferkit.models import build_model, load_pretrained, recalibrate_batchnorm
 from ferkit.models.pretrained import pretrained_spec
@@ -300,6 +300,7 @@ class Trainer:
             _remove_orphaned_writes(self.run_dir)
         last = self.run_dir / "checkpoints" / "last.pt"
         if self.cfg["train"]["resume"] and last.exists():
+            self._check_resumable(load_checkpoint(last))
             self.resume(last)
             if dist.is_main():
                 where = (f"at epoch {self.epoch + 1}, step {self.step}" if self.epoch < self.epochs
@@ -313,13 +314,39 @@ class Trainer:
             h.before_train(self)
         row: dict[str, Any] = {}
         while self.epoch < self.epochs:
-            row = self._train_epoch()
+            try:
+                row = self._train_epoch()
+            except TrainingDiverged as exc:
+                self._record_failure(str(exc))
+                raise
             self.epoch += 1
             self.batch_in_epoch = 0
         for h in self.hooks:
             h.after_train(self)
         dist.barrier()
         return row
+
+    def _check_resumable(self, ck: dict[str, Any]) -> None:
+        """Refuse to resume a run under a config its weights were not trained with (one line naming
+        the keys), or with fewer epochs than it already has; more epochs continue it."""
+        changed = _weight_relevant_changes(ck.get("config") or {}, self.cfg)
+        if changed:
+            raise ConfigError(f"{self.run_dir} was trained with another config ({', '.join(changed)} differ): "
+                              "run with --no-resume to start afresh, or choose another run directory")
+        done = int(ck["epoch"]) + (1 if int(ck["batch_in_epoch"]) >= self.steps_per_epoch else 0)
+        if done > self.epochs:
+            raise ConfigError(f"{self.run_dir} already has {done} epochs, more than train.epochs={self.epochs}: "
+                              "raise train.epochs to continue it, or run with --no-resume to start afresh")
+
+    def _record_failure(self, message: str) -> None:
+        """A run that stopped on an error says so in its directory (log.jsonl and error.txt)."""
+        if not dist.is_main():
+            return
+        from ferkit.atomic import atomic_write_text
+
+        with (self.run_dir / "log.jsonl").open("a") as fh:
+            fh.write(json.dumps({"kind": "error", "epoch": self.epoch, "step": self.step, "message": message}) + "\n")
+        atomic_write_text(self.run_dir / "error.txt", message + "\n")
 
     def _repair_model_file(self, last: Path) -> None:
         """Re-export model.pt from best.pt when the two disagree (a run killed between their writes
@@ -373,7 +400,10 @@ class Trainer:
                             enabled=self.amp_dtype is not None):
             loss, logs = self.method.train_step(batch)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {float(loss)} at step {self.step}; lower optim.lr?")
+            raise TrainingDiverged(
+                f"the training loss became {float(loss.detach())} at step {self.step + 1} (epoch {self.epoch + 1}): the "
+                f"learning rate is likely too high (optim.lr={self.cfg['optim']['lr']}); lower it or set "
+                "optim.grad_clip, then run with --no-resume")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         dist.all_reduce_gradients(self.method)
@@ -403,6 +433,40 @@ class Trainer:
                 "num_unlabelled": len(self.unlabelled_data) if self.unlabelled_data is not None else 0,
                 "classes": list(self.classes), "data_meta": _jsonable(self.train_data.meta)}
         (self.run_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+#: keys a resumed run may change: how and where it runs, not what its weights are
+_RESUME_MAY_CHANGE = ("name", "output_dir", "data.path", "data.options.cache", "train.epochs", "train.device",
+                      "train.threads", "train.progress", "train.log_every", "train.checkpoint_every_steps",
+                      "train.eval_batch_size", "train.eval_every", "train.resume", "train.amp", "train.channels_last")
+
+
+def _weight_relevant_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two resolved configs, less those a resume may change.
+    A key the old config lacks (added to ferkit later) counts only if the new value is not its default."""
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(d, dict):
+            return {prefix: d}
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+
+    a, b, defaults = flat(old), flat(new), flat(DEFAULTS)
+    changed = []
+    for key in sorted(set(a) | set(b)):
+        if key in _RESUME_MAY_CHANGE or key.startswith("data.options.cache"):
+            continue
+        if key not in a and b.get(key) == defaults.get(key, b.get(key)):
+            continue
+        if a.get(key) != b.get(key) and not _same_number(a.get(key), b.get(key)):
+            changed.append(key)
+    return changed
+
+
+def _same_number(x: Any, y: Any) -> bool:
+    return (isinstance(x, (int, float)) and isinstance(y, (int, float)) and not isinstance(x, bool)
+            and not isinstance(y, bool) and float(x) == float(y))
 
 
 def _plain_row(row: dict[str, Any]) -> dict[str, Any]:
