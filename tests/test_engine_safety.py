@@ -157,3 +157,35 @@ def test_ctrl_c_in_train_prints_the_resume_hint(tmp_path, fer_csv, monkeypatch, 
     path = write_config(tmp_path / "c.yaml", fer_csv, tmp_path / "runs")
     assert main(["train", str(path)]) == 130
     assert "run the same command again to resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"", "empty file"), (b"e", "not a torch file"), (b"ABCD" * 10, "not a torch file"),
+])
+def test_unreadable_checkpoints_say_why_in_one_line(tmp_path, content, reason):
+    from ferkit.errors import InputError
+
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=reason) as err:
+        load_checkpoint(path)
+    assert "\n" not in str(err.value)
+
+
+class _Payload:
+    pass
+
+
+def test_pickled_objects_are_refused_without_the_unsafe_advice(tmp_path):
+    from ferkit.errors import InputError
+
+    path = tmp_path / "evil.pt"
+    torch.save({"x": _Payload()}, path)
+    with pytest.raises(InputError, match="Python objects") as err:
+        load_checkpoint(path)
+    assert "weights_only" not in str(err.value) and "\n" not in str(err.value)
+    truncated = tmp_path / "cut.pt"
+    torch.save({"w": torch.zeros(1000)}, tmp_path / "ok.pt")
+    truncated.write_bytes((tmp_path / "ok.pt").read_bytes()[:-100])
+    with pytest.raises(InputError, match="truncated"):
+        load_checkpoint(truncated)

@@ -17,6 +17,7 @@ import torch
 
 from ferkit.atomic import atomic_write
 from ferkit.errors import InputError
+from ferkit.torch_files import safe_torch_load
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
@@ -26,13 +27,10 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a ferkit checkpoint with ``weights_only=True``; one-line error if it is missing or bad."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and safety errors all mean "not a usable checkpoint"
-        raise InputError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    obj = safe_torch_load(path, "checkpoint")
+    if not isinstance(obj, dict):
+        raise InputError(f"cannot read checkpoint {path}: it holds a {type(obj).__name__}, not a ferkit checkpoint")
+    return obj
 
 
 def rng_state() -> dict[str, Any]:

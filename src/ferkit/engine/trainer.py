@@ -401,9 +401,9 @@ class Trainer:
             loss, logs = self.method.train_step(batch)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
-                f"the training loss became {float(loss.detach())} at step {self.step + 1} (epoch {self.epoch + 1}): the "
-                f"learning rate is likely too high (optim.lr={self.cfg['optim']['lr']}); lower it or set "
-                "optim.grad_clip, then run with --no-resume")
+                f"the training loss became {float(loss.detach())} at step {self.step + 1} "
+                f"(epoch {self.epoch + 1}): the learning rate is likely too high "
+                f"(optim.lr={self.cfg['optim']['lr']}); lower it or set optim.grad_clip, then run with --no-resume")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         dist.all_reduce_gradients(self.method)

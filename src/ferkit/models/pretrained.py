@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ferkit.errors import ConfigError, InputError
+from ferkit.torch_files import safe_torch_load
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
@@ -128,10 +129,7 @@ def load_pretrained(model: nn.Module, path: str | Path, strict: bool = False) ->
     if not path.is_file():
         known = ", ".join(sorted(PRETRAINED))
         raise InputError(f"pretrained weights not found: {path} (shipped names: {known})")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle / zip / weights_only refusals: all "not usable"
-        raise InputError(f"cannot read pretrained weights {path}: {str(exc).splitlines()[0]}") from None
+    obj = safe_torch_load(path, "pretrained weights")
     src = _unwrap(obj)
 
     own = model.state_dict()
