@@ -359,7 +359,8 @@ def models(as_json: bool) -> None:
 
     table = {"backbones": list(list_backbones()), "methods": list_methods(), "datasets": sorted(DATASETS),
              "pretrained": [f"{k} ({v['model']})" for k, v in PRETRAINED.items()]}
-    table["models"] = [m["name"] + ("" if m["available"] else " (not installed)") for m in list_models()]
+    table["models"] = [m["name"] + (f" [{', '.join(m['aliases'])}]" if m["aliases"] else "")
+                       + ("" if m["available"] else " (not installed)") for m in list_models()]
     if as_json:
         click.echo(json.dumps(table, indent=2))
         return

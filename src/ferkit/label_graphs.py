@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ferkit.errors import ConfigError, InputError, UnknownLabelError
+from ferkit.registry import add_unique
 
 #: file of the shipped label vectors (names -> rows) inside ferkit.weights
 EMBEDDINGS_FILE = "label_embeddings.npz"
@@ -176,8 +177,7 @@ LABEL_GRAPHS: dict[str, LabelGraph] = {g.name: g for g in (FG_EMOTIONS, _rafdb_c
 
 def register_label_graph(graph: LabelGraph) -> LabelGraph:
     """Make ``graph`` available by name (``method.graph: <name>`` in a RALD config)."""
-    LABEL_GRAPHS[graph.name] = graph
-    return graph
+    return add_unique(LABEL_GRAPHS, graph.name, graph, "label graph")
 
 
 def get_label_graph(name: str) -> LabelGraph:

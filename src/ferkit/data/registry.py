@@ -16,6 +16,7 @@ from ferkit.data._common import is_training_split
 from ferkit.data.noise import inject_noise
 from ferkit.data.types import FaceDataset
 from ferkit.errors import ConfigError
+from ferkit.registry import add_unique
 
 Reader = Callable[..., FaceDataset]
 R = TypeVar("R", bound=Reader)
@@ -28,11 +29,7 @@ def register_dataset(name: str) -> Callable[[R], R]:
     """Decorator registering a reader under ``name`` (lower-case), e.g. ``@register_dataset("fer2013")``."""
 
     def deco(fn: R) -> R:
-        key = name.lower()
-        if key in DATASETS and DATASETS[key] is not fn:
-            raise ValueError(f"dataset reader {key!r} is already registered")
-        DATASETS[key] = fn
-        return fn
+        return add_unique(DATASETS, name.lower(), fn, "dataset reader")
 
     return deco
 

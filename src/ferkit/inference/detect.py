@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from ferkit.errors import ConfigError, InputError
+from ferkit.registry import add_unique
 
 #: Landmark order (RetinaFace's), named from the subject's point of view: in a photo that is not
 #: mirrored, the subject's right eye is on the image's left.
@@ -122,8 +123,7 @@ DETECTORS: dict[str, Callable[..., FaceDetector]] = {}
 def register_detector(name: str) -> Callable[[type[FaceDetector]], type[FaceDetector]]:
     def deco(cls: type[FaceDetector]) -> type[FaceDetector]:
         cls.name = name
-        DETECTORS[name] = cls
-        return cls
+        return add_unique(DETECTORS, name, cls, "detector")
     return deco
 
 

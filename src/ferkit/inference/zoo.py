@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ferkit.errors import InputError
+from ferkit.errors import ConfigError, InputError
+from ferkit.registry import add_unique
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
@@ -26,9 +27,14 @@ ALIASES: dict[str, str] = {}
 def register_model(name: str, file: str | Path, card: dict[str, Any] | None = None,
                    aliases: tuple[str, ...] = ()) -> None:
     """Register ``name`` for the weights ``file`` (relative to ``ferkit/weights/`` or absolute)."""
-    MODELS[name] = {"file": str(file), "card": dict(card or {})}
+    for taken in (name, *aliases):  # one namespace for names and aliases; check all before adding any
+        if taken in ALIASES and (taken != name or ALIASES[taken] != name):
+            raise ConfigError(f"model {taken!r} is already registered (as an alias of {ALIASES[taken]!r})")
+        if taken in MODELS and taken != name:
+            raise ConfigError(f"model {taken!r} is already registered")
+    add_unique(MODELS, name, {"file": str(file), "card": dict(card or {})}, "model")
     for a in aliases:
-        ALIASES[a] = name
+        add_unique(ALIASES, a, name, "model alias")
 
 
 def _path(entry: dict[str, Any]) -> Path:

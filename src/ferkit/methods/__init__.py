@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ferkit.errors import ConfigError
 from ferkit.methods.base import Method
+from ferkit.registry import add_unique
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -12,8 +13,7 @@ def register_method(cls: type[Method]) -> type[Method]:
     """Class decorator: make ``cls`` available as ``method.name: <cls.name>`` in configs."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} needs a name")
-    METHODS[cls.name] = cls
-    return cls
+    return add_unique(METHODS, cls.name, cls, "method")
 
 
 def get_method(name: str) -> type[Method]:

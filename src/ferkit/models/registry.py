@@ -16,6 +16,7 @@ from typing import Any
 
 from ferkit.errors import ConfigError
 from ferkit.models.base import Backbone, FERModel
+from ferkit.registry import add_unique
 
 BackboneFn = Callable[..., Backbone]
 
@@ -27,11 +28,7 @@ def register_model(name: str | None = None) -> Callable[[BackboneFn], BackboneFn
     """Decorator registering a backbone constructor under ``name`` (default: the function name)."""
 
     def deco(fn: BackboneFn) -> BackboneFn:
-        key = name or fn.__name__
-        if key in MODELS and MODELS[key] is not fn:
-            raise ConfigError(f"backbone {key!r} is already registered")
-        MODELS[key] = fn
-        return fn
+        return add_unique(MODELS, name or fn.__name__, fn, "backbone")
 
     return deco
 
