@@ -189,3 +189,16 @@ def test_pickled_objects_are_refused_without_the_unsafe_advice(tmp_path):
     truncated.write_bytes((tmp_path / "ok.pt").read_bytes()[:-100])
     with pytest.raises(InputError, match="truncated"):
         load_checkpoint(truncated)
+
+
+def test_data_path_is_relative_to_the_config_file(tmp_path, fer_csv, monkeypatch):
+    import shutil
+
+    folder = tmp_path / "project" / "configs"
+    folder.mkdir(parents=True)
+    shutil.copy(fer_csv, folder.parent / "faces.csv")
+    path = write_config(folder / "p.yaml", fer_csv, tmp_path / "runs", data={"path": "../faces.csv"})
+    monkeypatch.chdir(tmp_path)  # elsewhere: ../faces.csv does not exist from here
+    cfg = load_config(path)
+    assert (tmp_path / cfg["data"]["path"]).resolve() == (folder.parent / "faces.csv").resolve()
+    Trainer(load_config(path, ["train.epochs=1"]))  # the data loads

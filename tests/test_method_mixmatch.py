@@ -53,3 +53,33 @@ def test_mixmatch_trains_end_to_end(tmp_path, fer_csv):
     row = Trainer(ssl_run_config(tmp_path, fer_csv, {"name": "mixmatch", "ramp_epochs": 2, "lambda_u": 10.0})).fit()
     assert row["val_accuracy"] > 0.3  # chance is 1/7; the path is what this checks, not the method
     assert row["train_lambda_u"] == 10.0 and "pl_above_precision" in row
+
+
+def test_unlabelled_loss_is_squared_error_and_the_guess_has_no_gradient(one_thread, monkeypatch):
+    from ferkit.methods import mixmatch
+
+    m = make_method("mixmatch", ramp_epochs=0).train()
+    seen = {"embed_grad": [], "mixed": None, "logits": None}
+    real_mixup, real_embed = mixmatch.mixup, m.model.embed
+
+    def record_mixup(*args):
+        seen["mixed"] = real_mixup(*args)
+        return seen["mixed"]
+
+    def record_embed(x):
+        seen["embed_grad"].append(torch.is_grad_enabled())
+        return real_embed(x)
+
+    monkeypatch.setattr(mixmatch, "mixup", record_mixup)
+    monkeypatch.setattr(m.model, "embed", record_embed)
+    m.model.register_forward_hook(lambda mod, inp, out: seen.__setitem__("logits", out.detach().float()))
+    torch.manual_seed(0)
+    batch = tiny_batch()
+    loss, logs = m.train_step(batch)
+    assert seen["embed_grad"][0] is False  # the label guess runs under no_grad
+    nb = batch["images"].shape[0]
+    _, mixed_t = seen["mixed"]
+    expected = (seen["logits"][nb:].softmax(1) - mixed_t[nb:]).pow(2).mean()  # L2, not L1
+    assert logs["loss_u"] == pytest.approx(float(expected), rel=1e-5)
+    l1 = (seen["logits"][nb:].softmax(1) - mixed_t[nb:]).abs().mean()
+    assert abs(float(l1) - logs["loss_u"]) > 1e-3  # the two differ enough to tell apart

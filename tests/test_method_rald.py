@@ -202,6 +202,8 @@ def test_bad_options_are_config_errors():
         _rald(heads=7)
     with pytest.raises(ConfigError, match="unknown label graph"):
         _rald(graph="no-such-graph")
+    with pytest.raises(ConfigError, match="hlrr needs method.lgifo"):  # was silently ignored
+        _rald(hlrr=True, lgifo=False)
 
 
 # ---- end to end --------------------------------------------------------------------------

@@ -9,6 +9,7 @@ know raises a ConfigError naming it, so a typo never silently falls back to a de
 from __future__ import annotations
 
 import copy
+import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -167,6 +168,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"config file {path} must hold a mapping of keys")
         cfg = _merge_layer(cfg, loaded)
+        _resolve_data_path(cfg, path)
         if cfg.get("name") is None:
             cfg["name"] = path.stem
     for layer in (extra or {}, parse_overrides(overrides)):
@@ -177,6 +179,18 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
     _resolve_auto(cfg)
     validate_config(cfg)
     return cfg
+
+
+def _resolve_data_path(cfg: dict, config_path: Path) -> None:
+    """A relative ``data.path`` in a config file means relative to that file; where nothing is there,
+    to the working directory (how configs were read before, and how the committed ones are written).
+    The path kept is relative to the working directory, so the recorded config stays portable."""
+    raw = cfg["data"].get("path")
+    if not isinstance(raw, str) or not raw or Path(raw).is_absolute():
+        return
+    beside = config_path.parent / raw
+    if beside.exists() and not Path(raw).exists():
+        cfg["data"]["path"] = os.path.relpath(beside)
 
 
 def _resolve_auto(cfg: dict) -> None:

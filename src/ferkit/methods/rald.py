@@ -86,6 +86,9 @@ class RALD(Method):
         super().__init__(model, cfg, num_classes, info)
         c = {**self.defaults, **cfg}
         self.itrr, self.hlrr, self.lgifo, self.nnldl = (bool(c[k]) for k in ("itrr", "hlrr", "lgifo", "nnldl"))
+        if self.hlrr and not self.lgifo:  # HLRR refines the label features that only LGIFO uses
+            raise ConfigError("method.hlrr needs method.lgifo: the label relations refine the label features "
+                              "that LGIFO attends to (set hlrr: false, or lgifo: true)")
         if c["inference"] not in ("memory", "batch"):
             raise ConfigError(f"method.inference must be memory or batch, not {c['inference']!r}")
         if c["kl_norm"] not in ("classes", "samples"):
