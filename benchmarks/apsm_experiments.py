@@ -289,8 +289,8 @@ def score_cell(cfg: Mapping[str, Any], run_dir: Path, device: str) -> dict[str, 
     from ferkit.data import load_dataset
     from ferkit.data.splits import subsample
     from ferkit.engine.model_io import load_model
-    from ferkit.evaluation.metrics import compute_metrics
     from ferkit.evaluation.uncertainty import ENTROPY, ONE_MINUS_MAX, error_detection
+    from ferkit.metrics import compute_metrics
 
     d = cfg["data"]
     val = load_dataset(d["dataset"], d["path"], d["val_split"], **(d.get("options") or {}))
@@ -522,7 +522,7 @@ def analyse_run(name: str, source: str, exp: Mapping[str, Any], data, votes, sof
     from ferkit.evaluation import embedding as emb
     from ferkit.evaluation import uncertainty as U
     from ferkit.evaluation.evaluate import align_labels
-    from ferkit.evaluation.metrics import compute_metrics
+    from ferkit.metrics import compute_metrics
 
     a = exp.get("analyses") or {}
     path = repo_path(source)

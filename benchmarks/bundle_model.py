@@ -4,7 +4,7 @@
 
 RESULTS_DIR is a benchmark's results folder holding model.pt, config.yaml, meta.json and
 summary.json (e.g. results/ce_fer2013_baseline). The card records the data, the config, the
-PublicTest metrics and the commit the weights were trained at; ferkit.inference.zoo merges it
+PublicTest metrics and the commit the weights were trained at; ferkit.zoo merges it
 into the registry's card.
 """
 

@@ -32,8 +32,8 @@ from ferkit.engine.data import HOLDOUT, load_run_data
 from ferkit.engine.model_io import load_model
 from ferkit.errors import InputError
 from ferkit.evaluation.calibration import fit_temperature, fold_temperature
-from ferkit.evaluation.metrics import compute_metrics
 from ferkit.evaluation.report import make_report
+from ferkit.metrics import compute_metrics
 
 from _common import FER2013, REPO, environment, results_dir, run_cli, write_json
 

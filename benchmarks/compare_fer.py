@@ -2,7 +2,7 @@
 
 Measured, for ``fer`` and every ferkit model:
 
-- accuracy and macro-F1 on the 3,589 FER2013 PublicTest faces (``ferkit.evaluation.metrics``),
+- accuracy and macro-F1 on the 3,589 FER2013 PublicTest faces (``ferkit.metrics``),
   with ``fer``'s output columns re-ordered to ferkit's canonical labels (``ferkit.labels``);
 - classifier faces/s at batch 256 on 2 threads: preprocessing of the uint8 48x48 crops included,
   warm-up excluded, median of several repeats;
@@ -265,9 +265,9 @@ def default_models() -> dict[str, str]:
     if any((BASELINE_RUN / f).is_file() for f in ("model.pt", "checkpoints/best.pt", "checkpoints/last.pt")):
         out[BASELINE_RUN.name] = str(BASELINE_RUN)
     try:
-        from ferkit.inference.zoo import WEIGHTS_DIR, list_models
+        from ferkit.zoo import WEIGHTS_DIR, list_models
     except ImportError as exc:
-        print(f"ferkit.inference.zoo not importable ({exc}); no bundled models", flush=True)
+        print(f"ferkit.zoo not importable ({exc}); no bundled models", flush=True)
         return out
     for card in list_models():
         if card.get("available"):
@@ -281,7 +281,7 @@ def default_models() -> dict[str, str]:
 
 def selection_of(models: dict[str, str]) -> dict[str, str]:
     """How each ferkit model was selected, from its model card (bundled models) or "unknown"."""
-    from ferkit.inference.zoo import ALIASES, MODELS, model_card
+    from ferkit.zoo import ALIASES, MODELS, model_card
 
     out = {}
     for name, path in models.items():
@@ -306,7 +306,7 @@ def parse_models(specs: list[str] | None) -> dict[str, str]:
 
 
 def accuracy_row(clf: Any, images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], batch: int) -> dict:
-    from ferkit.evaluation.metrics import compute_metrics
+    from ferkit.metrics import compute_metrics
 
     probs = np.concatenate([clf.probs(images[i:i + batch]) for i in range(0, len(images), batch)])
     m = compute_metrics(probs.astype(np.float64), labels, classes)

@@ -122,7 +122,7 @@ def model_file(source: str, checkpoint: str) -> Path:
 
 
 def _bundled(source: str) -> bool:
-    from ferkit.inference.zoo import ALIASES, MODELS
+    from ferkit.zoo import ALIASES, MODELS
 
     return source in MODELS or source in ALIASES
 
@@ -130,7 +130,7 @@ def _bundled(source: str) -> bool:
 def trained_on(source: str, file: Path) -> str | None:
     """What a model was trained on: its card for a bundled model, its run's config.yaml otherwise."""
     if _bundled(source):
-        from ferkit.inference.zoo import model_card
+        from ferkit.zoo import model_card
 
         return model_card(source).get("training_data")
     for d in (file.parent, file.parent.parent):

@@ -199,7 +199,7 @@ def training_signals(model: LoadedModel, train: FaceDataset, method: str, batch_
 
 def detection(signals: Mapping[str, np.ndarray], noisy: np.ndarray, valid: np.ndarray) -> dict[str, Any]:
     """AUROC of each signal for ranking the noisy labels above the clean ones (None when undefined)."""
-    from ferkit.evaluation.metrics import auroc
+    from ferkit.metrics import auroc
 
     n_pos = int((noisy & valid).sum())
     res: dict[str, Any] = {"n": int(valid.sum()), "n_noisy": n_pos,
@@ -218,7 +218,7 @@ def score_cell(cell: Mapping[str, Any], exp: Mapping[str, Any], run_dir: Path, d
     from ferkit.engine.data import load_run_data
     from ferkit.engine.model_io import load_model
     from ferkit.evaluation.evaluate import align_labels
-    from ferkit.evaluation.metrics import compute_metrics
+    from ferkit.metrics import compute_metrics
 
     cfg = cell["cfg"]
     bs = int(cfg["train"]["eval_batch_size"])

@@ -48,9 +48,9 @@ def main() -> None:
 
     from ferkit.data import load_dataset
     from ferkit.engine.model_io import load_model
-    from ferkit.evaluation.metrics import compute_metrics
     from ferkit.inference.onnx_engine import OnnxModel, export_onnx
-    from ferkit.inference.zoo import list_models
+    from ferkit.metrics import compute_metrics
+    from ferkit.zoo import list_models
 
     if args.models is None:
         models = {c["name"]: c["file"] for c in list_models()  # torch models only: the classic SVM has no graph

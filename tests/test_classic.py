@@ -232,7 +232,7 @@ def test_cli_train_classic_evaluate_predict(tmp_path, fer_csv, capsys):
 
 
 def test_bundled_classic_model_if_installed():
-    from ferkit.inference.zoo import MODELS, model_card
+    from ferkit.zoo import MODELS, model_card
 
     name = "fer2013-hoglbp-svm-48g-7"
     if name not in MODELS or not model_card(name)["available"]:

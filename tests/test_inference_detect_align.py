@@ -208,7 +208,7 @@ def _real_model():
     """A FER2013-trained model for the agreement check: $FERKIT_TEST_MODEL, else the bundled default."""
     import os
 
-    from ferkit.inference.zoo import list_models
+    from ferkit.zoo import list_models
 
     if os.environ.get("FERKIT_TEST_MODEL"):
         return os.environ["FERKIT_TEST_MODEL"]
@@ -221,7 +221,7 @@ def _real_model():
 def test_model_agrees_on_realigned_fer2013_faces(retina):
     """The model's label on a re-detected, re-aligned FER2013 face is mostly its label on the original."""
     from ferkit.engine.model_io import load_model
-    from ferkit.inference.zoo import resolve_model
+    from ferkit.zoo import resolve_model
 
     model = load_model(resolve_model(_real_model()), "cpu")
     faces = np.stack([f for f in _fer_rows(80) if f.std() > 0])

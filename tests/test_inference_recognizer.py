@@ -17,10 +17,9 @@ import pytest
 from PIL import Image
 
 import ferkit
-from ferkit import examples
+from ferkit import examples, zoo
 from ferkit.cli import main
 from ferkit.errors import InputError
-from ferkit.inference import zoo
 from ferkit.inference.results import column_groups
 from ferkit.inference.sources import load_image
 from ferkit.inference.video import iter_video, video_info

@@ -42,8 +42,8 @@ def test_every_registry_refuses_a_duplicate_name():
 
 
 def test_named_models_and_aliases_refuse_duplicates_and_are_listed(capsys):
+    from ferkit import zoo
     from ferkit.cli import main
-    from ferkit.inference import zoo
 
     name = next(iter(zoo.MODELS))
     with pytest.raises(ConfigError, match="already registered"):

@@ -12,8 +12,8 @@ from matplotlib.image import imread
 import ferkit.evaluation.report as report_mod
 from ferkit.errors import InputError
 from ferkit.evaluation.io import write_metrics
-from ferkit.evaluation.metrics import compute_metrics
 from ferkit.evaluation.report import make_report, read_log
+from ferkit.metrics import compute_metrics
 
 CLASSES = ("neutral", "happiness", "surprise")
 

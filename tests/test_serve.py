@@ -31,7 +31,7 @@ with warnings.catch_warnings():  # starlette's note about a future httpx replace
 
 ASTRONAUT = example_path("astronaut").read_bytes()
 
-from ferkit.inference.zoo import ALIASES  # noqa: E402
+from ferkit.zoo import ALIASES  # noqa: E402
 
 DEFAULT_NAME = ALIASES["default"]
 

@@ -14,8 +14,8 @@ import pytest
 from ferkit.errors import ConfigError
 from ferkit.evaluation import uncertainty as U
 from ferkit.evaluation.embedding import embeddings, sample_rows, silhouette, tsne_plot
-from ferkit.evaluation.metrics import risk_coverage
 from ferkit.labels import FER2013, FERPLUS_COLUMNS
+from ferkit.metrics import risk_coverage
 
 from synthetic import synthetic_faces, write_fer2013_csv
 

@@ -18,7 +18,7 @@ def __getattr__(name: str) -> Any:
 
         return Recognizer
     if name == "list_models":
-        from ferkit.inference.zoo import list_models
+        from ferkit.zoo import list_models
 
         return list_models
     raise AttributeError(f"module 'ferkit' has no attribute {name!r}")

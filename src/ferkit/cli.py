@@ -353,9 +353,9 @@ def train_classic(dataset: str, path: str, split: str | None, out: Path, feature
 def models(as_json: bool) -> None:
     """List the backbones, methods, dataset readers, pretrained starts and named models this install knows."""
     from ferkit.data import DATASETS
-    from ferkit.inference.zoo import list_models
     from ferkit.methods import list_methods
     from ferkit.models import PRETRAINED, list_backbones
+    from ferkit.zoo import list_models
 
     table = {"backbones": list(list_backbones()), "methods": list_methods(), "datasets": sorted(DATASETS),
              "pretrained": [f"{k} ({v['model']})" for k, v in PRETRAINED.items()]}

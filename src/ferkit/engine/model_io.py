@@ -18,9 +18,12 @@ from ferkit.augment import build_augment
 from ferkit.engine.batches import images_to_tensor, make_view
 from ferkit.engine.checkpoint import load_checkpoint
 from ferkit.engine.device import resolve_device
+from ferkit.engine.onnx_runtime import OnnxModel, is_onnx_file
 from ferkit.errors import InputError
 from ferkit.methods import Method, get_method
 from ferkit.models import build_model
+from ferkit.models.predict import predict_probs
+from ferkit.zoo import ALIASES, MODELS, resolve_model
 
 
 @dataclass
@@ -41,8 +44,6 @@ class LoadedModel:
     def predict_probs(self, images: np.ndarray | torch.Tensor, batch_size: int = 512,
                       tta_flip: bool | None = None) -> np.ndarray:
         """Probabilities (N, K) for uint8 images (N,H,W), (N,H,W,3) or a (N,C,H,W) tensor."""
-        from ferkit.engine.trainer import predict_probs
-
         if not isinstance(images, torch.Tensor):
             images = images_to_tensor(images, int(self.preprocess["channels"]))
         flip = self.preprocess.get("tta_flip", False) if tta_flip is None else tta_flip
@@ -81,8 +82,6 @@ def has_own_uncertainty(net: nn.Module) -> bool:
 
 def resolve_model_path(model: str | Path) -> Path:
     """A bundled model's name (``default``), a run directory, a model.pt or a checkpoint -> its file."""
-    from ferkit.inference.zoo import ALIASES, MODELS, resolve_model
-
     if str(model) in MODELS or str(model) in ALIASES:
         return resolve_model(model)
     path = Path(model)
@@ -103,8 +102,6 @@ def load_model(model: str | Path, device: str | torch.device = "auto") -> Loaded
     instead, and a ``.npz`` (``ferkit train-classic``) a :class:`~ferkit.classic.ClassicModel`; both
     offer the same ``predict_probs`` / ``classify`` / ``classes`` / ``preprocess``.
     """
-    from ferkit.inference.onnx_engine import OnnxModel, is_onnx_file
-
     if is_onnx_file(model):
         return OnnxModel(model)  # type: ignore[return-value]
     path = resolve_model_path(model)

@@ -56,7 +56,9 @@ from ferkit.engine.device import autocast_dtype, resolve_device
 from ferkit.engine.hooks import CheckpointHook, EMAHook, EvalHook, Hook, LoggerHook, ProgressHook
 from ferkit.errors import ConfigError, TrainingDiverged
 from ferkit.methods import Method, get_method
+from ferkit.metrics import compute_metrics
 from ferkit.models import build_model, load_pretrained, recalibrate_batchnorm
+from ferkit.models.predict import predict_probs
 from ferkit.models.pretrained import pretrained_spec
 
 MODEL_FORMAT = "ferkit-model/1"
@@ -422,8 +424,6 @@ class Trainer:
                              self.amp_dtype)
 
     def evaluate(self, data: FaceDataset) -> dict[str, Any]:
-        from ferkit.evaluation.metrics import compute_metrics
-
         return compute_metrics(self.predict(data), data.labels, data.classes)
 
     def _write_meta(self) -> None:
@@ -518,29 +518,3 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (np.integer, np.floating)):
         return obj.item()
     return obj if isinstance(obj, (int, float, str, bool, type(None))) else str(obj)
-
-
-@torch.no_grad()
-def predict_probs(net: nn.Module, images: Tensor, view, device: torch.device, batch_size: int = 512,
-                  tta_flip: bool = False, amp_dtype: torch.dtype | None = None) -> np.ndarray:
-    """Softmax probabilities (N, K) for uint8 images (N, C, H, W), in batches, in eval mode.
-
-    Each row depends only on its own image (models are in eval mode: BatchNorm uses its
-    running statistics), so batching never changes a result.
-    """
-    was_training = net.training
-    net.eval()
-    out = []
-    try:
-        for i in range(0, images.shape[0], batch_size):
-            x = view(images[i:i + batch_size].to(device))
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                if tta_flip:  # one pass over the faces and their mirror images (fewer, larger calls)
-                    p = net.predict_logits(torch.cat([x, x.flip(3)])).float().softmax(1)
-                    p = 0.5 * (p[:len(x)] + p[len(x):])
-                else:
-                    p = net.predict_logits(x).float().softmax(1)
-            out.append(p.cpu())
-    finally:
-        net.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ferkit.evaluation.metrics import (
+from ferkit.metrics import (
     accuracy,
     auroc,
     brier_score,

@@ -54,7 +54,7 @@ def evaluate_model(model: str | Path, dataset: str, path: str | Path, split: str
     from ferkit.data import load_dataset
     from ferkit.engine.model_io import load_model
     from ferkit.evaluation.io import write_metrics
-    from ferkit.evaluation.metrics import compute_metrics
+    from ferkit.metrics import compute_metrics
 
     loaded = load_model(model, device=device)
     data = load_dataset(dataset, path, split, **(options or {}))

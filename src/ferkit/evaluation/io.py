@@ -68,8 +68,8 @@ def write_metrics(metrics: Mapping[str, Any], out_json: str | Path, probs: np.nd
     The JSON gets a ``plots`` entry with the PNG paths relative to the JSON's folder (absolute
     when they are elsewhere on another drive). See :func:`plot_paths` for the PNG names.
     """
-    from ferkit.evaluation.metrics import confusion_matrix
     from ferkit.evaluation.plots import plot_confusion_matrix, plot_reliability_diagram
+    from ferkit.metrics import confusion_matrix
 
     out_json = Path(out_json)
     cm_path, rel_path = plot_paths(out_json, plot_dir)

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ferkit.atomic import atomic_write
-from ferkit.evaluation.metrics import expected_calibration_error
+from ferkit.metrics import expected_calibration_error
 
 DPI = 120
 

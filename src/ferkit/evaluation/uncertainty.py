@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ferkit.evaluation.metrics import PROB_EPS, auroc, average_ranks, risk_coverage
+from ferkit.metrics import PROB_EPS, auroc, average_ranks, risk_coverage
 
 #: the names :func:`error_detection` gives its two baseline scores
 ENTROPY, ONE_MINUS_MAX = "softmax_entropy", "one_minus_max_prob"

@@ -17,7 +17,7 @@ def __getattr__(name: str) -> Any:
 
         return Recognizer
     if name == "list_models":
-        from ferkit.inference.zoo import list_models
+        from ferkit.zoo import list_models
 
         return list_models
     if name == "list_detectors":

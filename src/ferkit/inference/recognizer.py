@@ -25,7 +25,7 @@ from ferkit.errors import ConfigError, InputError
 from ferkit.inference.align import ALIGN_METHODS, face_transform, to_channels, warp
 from ferkit.inference.detect import Face, get_detector
 from ferkit.inference.sources import Source, expand_inputs, iter_frames, load_image
-from ferkit.inference.zoo import resolve_model
+from ferkit.zoo import resolve_model
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -267,9 +267,9 @@ class Recognizer:
                 probabilities); frame skipping does not change its time constant
                 (see :mod:`ferkit.inference.track`).
         """
-        from ferkit.inference.live import FpsMeter
         from ferkit.inference.results import frame_rows, make_frame, write_table
         from ferkit.inference.track import StreamTracker
+        from ferkit.inference.video import FpsMeter
 
         if errors not in ("raise", "report"):
             raise ConfigError(f"errors must be 'raise' or 'report' (got {errors!r})")
@@ -333,7 +333,7 @@ _PHOTOS = "<photos>"
 def _frame_dt(src: Source) -> float | None:
     """A source's frame interval in seconds (the smoothing's time unit): 1/fps of a video file,
     the nominal 1/30 s of a webcam, None for photos (each photo is one step)."""
-    from ferkit.inference.live import WEBCAM_FPS
+    from ferkit.inference.video import WEBCAM_FPS
 
     if src.kind == "webcam":
         return 1.0 / WEBCAM_FPS

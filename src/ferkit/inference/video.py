@@ -9,6 +9,7 @@ clock since the first frame.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,36 @@ import cv2
 import numpy as np
 
 from ferkit.errors import InputError
+
+#: nominal frame rate of a webcam that does not report one
+WEBCAM_FPS = 30.0
+
+
+class FpsMeter:
+    """Frames processed per second by the wall clock, smoothed so the number is readable.
+
+    The rate over the last ``window`` frames (frames / the time they took): one slow frame
+    does not swing it, and the slow first frame (model warm-up) is forgotten after ``window``.
+    """
+
+    def __init__(self, window: int = 10) -> None:
+        self.window = max(1, int(window))
+        self.reset()
+
+    def reset(self, now: float | None = None) -> None:
+        """Start measuring from ``now`` (default: the clock now)."""
+        self.stamps: deque[float] = deque([time.perf_counter() if now is None else now], maxlen=self.window + 1)
+
+    def tick(self, now: float | None = None) -> float:
+        """One more frame done; returns the smoothed rate."""
+        self.stamps.append(time.perf_counter() if now is None else now)
+        return self.fps
+
+    @property
+    def fps(self) -> float:
+        span = self.stamps[-1] - self.stamps[0]
+        return (len(self.stamps) - 1) / span if span > 0 else 0.0
+
 
 
 @dataclass

@@ -51,6 +51,7 @@ from ferkit.engine import distributed as dist
 from ferkit.errors import ConfigError
 from ferkit.methods import register_method
 from ferkit.methods.semisupervised import SemiSupervised, masked_cross_entropy, multiview_info_nce
+from ferkit.models.predict import predict_probs
 
 SCHEDULES = ("sigmoid", "ratio", "half_ratio", "exp_log2")
 
@@ -159,8 +160,6 @@ class AdaCM(SemiSupervised):
         data = self.labelled_data()
         if data is None:
             return
-        from ferkit.engine.trainer import predict_probs  # late: the trainer imports the methods
-
         images, labels = data
         ema = self.ema_model()
         net = ema if ema is not None else self

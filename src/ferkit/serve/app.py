@@ -121,7 +121,7 @@ def decode_image(data: bytes, max_pixels: int = 50_000_000) -> np.ndarray:
 
 def _model_name(recognizer: Any, fallback: str) -> str:
     """The registered name of the loaded weights (what /models lists), else the file or folder name."""
-    from ferkit.inference.zoo import list_models
+    from ferkit.zoo import list_models
 
     source = getattr(getattr(recognizer, "model", None), "source", None)
     if source:
@@ -299,7 +299,7 @@ def create_app(recognizer: Any = None, *, model: str = "default", engine: str = 
     @app.get("/models")
     async def models() -> dict[str, Any]:
         """The model cards of ferkit.list_models() and which one this server runs."""
-        from ferkit.inference.zoo import list_models
+        from ferkit.zoo import list_models
 
         cards = []
         for card in list_models():

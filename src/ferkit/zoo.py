@@ -1,5 +1,8 @@
 """Named models: a small registry mapping names to weight files in ``ferkit/weights/``.
 
+It sits at the bottom of the package (it needs only the errors), so that loading a model by
+name (``engine.model_io``) never imports the inference layer above it.
+
 Each entry has a model card (a dict: what the model is, its input, labels, training data,
 licence, metrics). A ``<file stem>.json`` next to the weights file, when present, is merged into
 the card, so shipping a model is: copy ``model.pt`` into ``ferkit/weights/`` and write its card.
@@ -16,7 +19,7 @@ from typing import Any
 from ferkit.errors import ConfigError, InputError
 from ferkit.registry import add_unique
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 #: name -> {"file": path relative to WEIGHTS_DIR (or absolute), "card": {...}}
 MODELS: dict[str, dict[str, Any]] = {}
