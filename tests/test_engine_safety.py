@@ -202,3 +202,17 @@ def test_data_path_is_relative_to_the_config_file(tmp_path, fer_csv, monkeypatch
     cfg = load_config(path)
     assert (tmp_path / cfg["data"]["path"]).resolve() == (folder.parent / "faces.csv").resolve()
     Trainer(load_config(path, ["train.epochs=1"]))  # the data loads
+
+
+def test_library_calls_leave_the_process_thread_count_alone(tmp_path, fer_csv):
+    import ferkit
+    from ferkit import examples
+
+    before = torch.get_num_threads()
+    other = 1 if before != 1 else 2
+    path = write_config(tmp_path / "t.yaml", fer_csv, tmp_path / "runs", train={"epochs": 1, "threads": other})
+    Trainer(load_config(path)).fit()
+    assert torch.get_num_threads() == before
+    rec = ferkit.Recognizer(tmp_path / "runs" / "t", device="cpu", threads=other, detector="haar")
+    rec.predict(examples.path("astronaut"))
+    assert torch.get_num_threads() == before

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from ferkit.errors import ConfigError
@@ -56,3 +59,21 @@ def autocast_dtype(device: torch.device, amp: str | bool) -> torch.dtype | None:
     if device.type == "cpu" and (amp == "bf16" or (amp in ("auto", True) and cpu_has_fast_bf16())):
         return torch.bfloat16
     return None
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``n`` inside the block and restored after it (None: as is).
+
+    torch's setting is process-wide: a library that changed it for good would slow down or
+    oversubscribe whatever else the user's process runs, so ferkit only holds it while it computes.
+    """
+    before = torch.get_num_threads()
+    if not n or int(n) == before:
+        yield
+        return
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -52,7 +52,7 @@ from ferkit.engine.checkpoint import (
 )
 from ferkit.engine.config import DEFAULTS, save_config
 from ferkit.engine.data import load_ssl_data
-from ferkit.engine.device import autocast_dtype, resolve_device
+from ferkit.engine.device import autocast_dtype, resolve_device, torch_threads
 from ferkit.engine.hooks import CheckpointHook, EMAHook, EvalHook, Hook, LoggerHook, ProgressHook
 from ferkit.errors import ConfigError, TrainingDiverged
 from ferkit.methods import Method, get_method
@@ -90,8 +90,7 @@ class Trainer:
         self.cfg = cfg
         tcfg = cfg["train"]
         self.device = resolve_device(tcfg["device"])
-        if tcfg.get("threads"):
-            torch.set_num_threads(int(tcfg["threads"]))
+        self.threads = tcfg.get("threads")  # held only while the trainer computes (engine/device.torch_threads)
         self.rank, self.world = dist.init_distributed(self.device)
         if self.device.type == "cuda":
             _, local_rank, _ = dist.env_world()
@@ -128,7 +127,8 @@ class Trainer:
                             image_size=int(dcfg["image_size"]), **cfg["model"].get("options", {}))
         if cfg["model"].get("pretrained"):
             load_pretrained(model, cfg["model"]["pretrained"])
-            self._calibrate_pretrained(model)
+            with torch_threads(self.threads):
+                self._calibrate_pretrained(model)
         if _channels_last(tcfg.get("channels_last", "auto"), model):
             model.to(memory_format=torch.channels_last)
         self.method: Method = method_cls(model, cfg["method"], len(self.classes), info)
@@ -297,6 +297,10 @@ class Trainer:
     # ---- the loop -------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         """Train to the configured number of epochs; returns the last epoch's row."""
+        with torch_threads(self.threads):
+            return self._fit()
+
+    def _fit(self) -> dict[str, Any]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if dist.is_main():
             _remove_orphaned_writes(self.run_dir)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ferkit.engine.device import torch_threads
 from ferkit.errors import ConfigError, InputError
 from ferkit.inference.align import ALIGN_METHODS, face_transform, to_channels, warp
 from ferkit.inference.detect import Face, get_detector
@@ -57,7 +58,8 @@ class Recognizer:
         align: ``auto`` (what the detector calls for) or one of ``joint``, ``landmarks``, ``box``,
             ``resize`` (see :mod:`ferkit.inference.align`).
         template: the alignment template (``fer2013``).
-        threads: CPU threads for torch and the detector (None: leave torch's setting, detector 2).
+        threads: CPU threads for torch and the detector (None: leave torch's setting, detector 2);
+            torch's process-wide setting is changed only while this recognizer classifies.
             On a busy machine set ``OMP_WAIT_POLICY=PASSIVE`` before torch is imported (the CLI
             does): spinning OpenMP threads made the small per-photo forward pass ~40x slower.
         batch_size: faces per forward pass.
@@ -74,8 +76,7 @@ class Recognizer:
 
         if engine not in ENGINES:
             raise ConfigError(f"unknown engine '{engine}' (available: {', '.join(ENGINES)})")
-        if threads:
-            torch.set_num_threads(int(threads))
+        self.threads = threads  # torch's thread count while this recognizer computes (restored after)
         if engine == "onnx":
             if device not in ("auto", "cpu"):
                 raise ConfigError(f"engine 'onnx' runs on the CPU (got device={device!r})")
@@ -117,7 +118,8 @@ class Recognizer:
         """Probabilities (N, K) float64 and uncertainty (N,) for uint8 crops at the model's size."""
         if len(crops) == 0:
             return np.zeros((0, len(self.labels))), np.zeros(0)
-        probs, unc = self.model.classify(crops, batch_size=self.batch_size, tta_flip=self.tta_flip)
+        with torch_threads(self.threads):
+            probs, unc = self.model.classify(crops, batch_size=self.batch_size, tta_flip=self.tta_flip)
         probs = np.asarray(probs, np.float64)
         probs /= probs.sum(1, keepdims=True)
         return probs, (normalised_entropy(probs) if unc is None else np.asarray(unc, np.float64))
