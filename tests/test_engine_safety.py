@@ -216,3 +216,14 @@ def test_library_calls_leave_the_process_thread_count_alone(tmp_path, fer_csv):
     rec = ferkit.Recognizer(tmp_path / "runs" / "t", device="cpu", threads=other, detector="haar")
     rec.predict(examples.path("astronaut"))
     assert torch.get_num_threads() == before
+
+
+def test_train_into_an_impossible_run_directory_is_one_line(tmp_path, fer_csv, capsys):
+    from ferkit.cli import main
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    path = write_config(tmp_path / "w.yaml", fer_csv, tmp_path / "runs")
+    assert main(["train", str(path), "--run-dir", str(blocker / "run")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert main(["train", str(path), "--run-dir", str(blocker)]) == 2

@@ -253,3 +253,45 @@ def test_class_activation_maps(rec, tmp_path):
     assert rec.cam(examples.path("coffee")) == []
     rec.analyze(examples.path("astronaut"), annotate=tmp_path / "a", cam=True)
     assert cv2.imread(str(tmp_path / "a" / "astronaut.jpg")).shape == (512, 512, 3)
+
+
+def test_pixel_limit_applies_to_paths_pil_images_and_the_cli(monkeypatch, run_dir, capsys):
+    monkeypatch.setenv("FERKIT_MAX_PIXELS", "10000")
+    path = examples.path("astronaut")
+    with pytest.raises(InputError, match="over the limit of 0.01"):
+        load_image(path)
+    with Image.open(path) as im, pytest.raises(InputError, match="megapixels"):
+        load_image(im)
+    assert main(["predict", str(path), "--model", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "FERKIT_MAX_PIXELS" in err[0]
+    monkeypatch.setenv("FERKIT_MAX_PIXELS", "lots")
+    with pytest.raises(InputError, match="FERKIT_MAX_PIXELS must be"):
+        load_image(path)
+    monkeypatch.delenv("FERKIT_MAX_PIXELS")
+    assert load_image(path).shape[:2] == (512, 512)
+
+
+def test_impossible_outputs_fail_before_the_work_and_leave_nothing(rec, run_dir, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    photo = examples.path("astronaut")
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        rec.analyze([photo], out=blocker / "x.csv")  # was a FileExistsError after the work
+    with pytest.raises(InputError, match="annotation folder"):
+        rec.analyze([photo], annotate=blocker / "annotated")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(InputError, match="cannot decode"):
+        rec.analyze([broken], annotate=tmp_path / "never_made")
+    assert not (tmp_path / "never_made").exists()  # a failed --annotate leaves no empty folder
+    cases = [["predict", str(photo), "--model", str(run_dir), "--out", str(blocker / "r.csv")],
+             ["export", str(run_dir), "--out", str(blocker / "m.onnx")],
+             ["evaluate", "--model", str(run_dir), "--dataset", "fer2013", "--path", str(photo),
+              "--out", str(blocker / "m.json")]]
+    for argv in cases:
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is a file, not a folder" in err[0], (argv, err)
+    assert list(tmp_path.glob("**/*.onnx")) == []

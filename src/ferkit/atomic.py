@@ -43,3 +43,27 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode())
+
+
+def check_output_path(path: str | Path, kind: str = "file", what: str = "output") -> Path:
+    """InputError unless ``path`` can be written as a ``kind`` ("file" or "folder"), checked before
+    the work starts, so that a long run is never lost at its last write. Creates nothing."""
+    from ferkit.errors import InputError
+
+    path = Path(path)
+    if kind == "file" and path.is_dir():
+        raise InputError(f"{what} {path} is a folder, not a file")
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise InputError(f"{what} {path} is a file, not a folder")
+    probe = path if kind == "folder" else path.parent
+    while not probe.exists():  # the nearest ancestor that exists must be a writable folder
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise InputError(f"cannot write {what} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {what} {path}: no permission to write in {probe}")
+    if kind == "file" and path.exists() and not os.access(path, os.W_OK):
+        raise InputError(f"cannot write {what} {path}: the file is read-only")
+    return path

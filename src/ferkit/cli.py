@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from ferkit import __version__
+from ferkit.atomic import check_output_path
 from ferkit.errors import FerkitError
 
 
@@ -51,6 +52,7 @@ def train(config: Path, overrides: tuple[str, ...], device: str | None, run_dir:
     if no_resume:
         extra["train"]["resume"] = False
     cfg = load_config(config, overrides, extra=extra)
+    check_output_path(run_dir or Path(cfg["output_dir"]) / cfg["name"], "folder", "run directory")
     trainer = Trainer(cfg, run_dir=run_dir)
     if no_resume and (trainer.run_dir / "log.jsonl").exists() and dist.is_main():
         (trainer.run_dir / "log.jsonl").unlink()
@@ -88,6 +90,7 @@ def evaluate(model: str, dataset: str, path: str, split: str | None, out: Path |
     if out is None:
         base = Path(model) if Path(model).is_dir() else Path(".")
         out = base / "eval" / f"{dataset}_{split}.json"
+    check_output_path(out, "file", "metrics file")
     metrics = evaluate_model(model, dataset, path, split, out, options=parse_overrides(options),
                              device=device, batch_size=batch_size, tta_flip=tta_flip)
     click.echo(f"{dataset}/{split}: n={metrics['n']}  accuracy={metrics['accuracy']:.4f}  "
@@ -128,6 +131,7 @@ def export(model: str, out: Path | None, quantize: str, opset: int, check: bool)
     if out is None:
         stem = Path(model).stem if Path(model).suffix else Path(str(model)).name
         out = Path(f"{stem}{'.' + q if q else ''}.onnx")
+    check_output_path(out, "file", "ONNX file")
     export_onnx(loaded, out, quantize=q, opset=opset)
     msg = f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB"
     if check:
@@ -289,6 +293,8 @@ def live(video: Path | None, webcam: int | None, out: Path | None, realtime: boo
         raise InputError("give one source: a VIDEO file or --webcam N")
     if not show and out is None:
         click.echo("ferkit: note: no --out and no --show: the annotated frames are not kept", err=True)
+    if out is not None:
+        check_output_path(out, "file", "annotated video")
     rec = Recognizer(model, device=device, engine=engine, detector=detector, threads=threads)
     stats = run_live(rec, webcam if webcam is not None else video, frame_step=frame_step, realtime=realtime,
                      max_frames=max_frames, out_video=out, show=show, smooth=smooth, progress=not no_progress)
@@ -322,6 +328,7 @@ def train_classic(dataset: str, path: str, split: str | None, out: Path, feature
     The result is a .npz that `ferkit evaluate --model` and `ferkit predict --model` take.
     Example: ferkit train-classic --dataset fer2013 --path fer2013.csv --split Training --out classic.npz
     """
+    check_output_path(out, "file", "model file")
     from ferkit.classic import FeatureSettings
     from ferkit.classic import train_classic as fit
     from ferkit.data import load_dataset, subsample

@@ -7,6 +7,7 @@ decoded is reported back instead of raised, so each reader decides whether to sk
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,11 +16,59 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ferkit.errors import InputError
+
 Box = tuple[int, int, int, int]  # x, y, w, h
 
 
-def read_image(path: str | os.PathLike[str], gray: bool) -> np.ndarray | None:
-    """uint8 (H,W) if ``gray`` else RGB (H,W,3); None if the file is not a decodable image."""
+#: the most pixels a decoded image may have (the server's limit too); FERKIT_MAX_PIXELS overrides it.
+#: 50 megapixels is a 8660 x 5773 photo; a 17000 x 17000 PNG would take 2 GB decoded.
+DEFAULT_MAX_PIXELS = 50_000_000
+
+
+def max_image_pixels() -> int:
+    """The pixel limit in force: ``FERKIT_MAX_PIXELS`` (an integer) or :data:`DEFAULT_MAX_PIXELS`."""
+    raw = os.environ.get("FERKIT_MAX_PIXELS", "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(raw))
+    except ValueError:
+        raise InputError(f"FERKIT_MAX_PIXELS must be a number of pixels, not {raw!r}") from None
+    if value <= 0:
+        raise InputError(f"FERKIT_MAX_PIXELS must be positive, not {raw!r}")
+    return value
+
+
+def check_pixels(width: int, height: int, name: str, max_pixels: int | None = None) -> None:
+    """InputError when a ``width`` x ``height`` image is over the limit (before it is decoded)."""
+    limit = max_image_pixels() if max_pixels is None else int(max_pixels)
+    if width * height > limit:
+        raise InputError(f"{name}: image is {width}x{height} = {width * height / 1e6:.1f} megapixels, over the "
+                         f"limit of {limit / 1e6:g} (set FERKIT_MAX_PIXELS to raise it)")
+
+
+def header_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """(width, height) from the file's header without decoding its pixels; None if Pillow cannot tell."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return im.size
+    except Image.DecompressionBombError:
+        return (1 << 16, 1 << 16)  # Pillow's own bomb limit: certainly over ours
+    except Exception:  # noqa: BLE001 - not an image Pillow reads: OpenCV may still decode it
+        return None
+
+
+def read_image(path: str | os.PathLike[str], gray: bool, max_pixels: int | None = None) -> np.ndarray | None:
+    """uint8 (H,W) if ``gray`` else RGB (H,W,3); None if the file is not a decodable image.
+
+    An image over the pixel limit (:func:`max_image_pixels`) is an InputError, raised before decoding.
+    """
+    size = header_size(path)
+    if size is not None:
+        check_pixels(size[0], size[1], str(path), max_pixels)
     try:
         buf = np.fromfile(str(path), dtype=np.uint8)  # fromfile + imdecode: non-ASCII paths work
     except OSError:
@@ -85,7 +134,10 @@ def decode_many(paths: Sequence[str | Path], size: int, gray: bool, boxes: Seque
     ok = np.zeros(n, bool)
 
     def one(i: int) -> None:
-        img = read_image(paths[i], gray)
+        try:
+            img = read_image(paths[i], gray)
+        except InputError:  # over the pixel limit: skipped like an unreadable file
+            return
         if img is None or img.size == 0:
             return
         out[i] = fit(img, size, None if boxes is None else boxes[i], center_crop)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ferkit.atomic import check_output_path
 from ferkit.engine.device import torch_threads
 from ferkit.errors import ConfigError, InputError
 from ferkit.inference.align import ALIGN_METHODS, face_transform, to_channels, warp
@@ -284,6 +285,10 @@ class Recognizer:
             raise InputError("no images or videos found in the inputs")
         if out is not None and Path(out).suffix.lower() not in (".csv", ".json"):
             raise InputError(f"--out must end in .csv or .json (got {Path(out).name})")
+        if out is not None:  # checked now, not after the last frame
+            check_output_path(out, "file", "results table")
+        if annotate is not None:
+            check_output_path(annotate, "folder", "annotation folder")
         writer = _Annotator(Path(annotate), frame_step) if annotate is not None else None
         tracker = StreamTracker(self.labels, smooth)  # checks ``smooth`` even when tracking is off
         stream: Any = None  # the source the tracker follows now
@@ -317,6 +322,10 @@ class Recognizer:
         except KeyboardInterrupt:
             if not any(s.kind == "webcam" for s in sources):
                 raise
+        except BaseException:
+            if bar is not None:  # an error ends with its one line, not with a half-drawn bar above it
+                bar.leave = False
+            raise
         finally:
             if bar is not None:
                 bar.close()
@@ -376,7 +385,8 @@ def _progress(sources: list[Source], frame_step: int, max_frames: int | None):
             break
         else:
             total += 1
-    return tqdm(total=total, unit="frame", dynamic_ncols=True, file=sys.stderr)
+    # delay: no bar at all for work that ends (or fails) within a second
+    return tqdm(total=total, unit="frame", dynamic_ncols=True, file=sys.stderr, delay=1.0)
 
 
 class _Annotator:
@@ -385,7 +395,7 @@ class _Annotator:
     def __init__(self, folder: Path, frame_step: int = 1) -> None:
         self.folder = folder
         self.frame_step = frame_step
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.created = not folder.exists()  # made on the first write; removed again if nothing was written
         self.videos: dict[str, Any] = {}
         self.used: set[Path] = set()
 
@@ -433,3 +443,5 @@ class _Annotator:
         for vw in self.videos.values():
             vw.release()
         self.videos.clear()
+        if self.created and self.folder.is_dir() and not any(self.folder.iterdir()):
+            self.folder.rmdir()  # a run that failed before its first picture leaves no empty folder

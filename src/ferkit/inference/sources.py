@@ -44,10 +44,11 @@ def load_image(image: Any) -> np.ndarray:
     except ImportError:  # pragma: no cover - pillow is a dependency
         Image = None
     if Image is not None and isinstance(image, Image.Image):
-        from ferkit.data.images import pil_to_rgb
+        from ferkit.data.images import check_pixels, pil_to_rgb
 
         if image.width == 0 or image.height == 0:
             raise InputError(f"empty image ({image.width}x{image.height} pixels)")
+        check_pixels(image.width, image.height, "PIL image")  # Pillow decodes lazily: still in time
         return pil_to_rgb(image)
     raise InputError(f"unsupported image type {type(image).__name__} (give a path, a numpy array or a PIL image)")
 

@@ -38,7 +38,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ferkit import __version__
-from ferkit.data.images import pil_to_rgb
+from ferkit.data.images import DEFAULT_MAX_PIXELS, pil_to_rgb
 from ferkit.errors import FerkitError
 
 logger = logging.getLogger("ferkit.serve")
@@ -81,7 +81,7 @@ def sniff_type(data: bytes) -> str | None:
     return None
 
 
-def decode_image(data: bytes, max_pixels: int = 50_000_000) -> np.ndarray:
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """RGB uint8 (H, W, 3) from uploaded bytes, refusing unknown types, bombs and corrupt files.
 
     Raises :class:`UploadRejected` (415 unknown type, 413 too many pixels, 400 undecodable).
@@ -210,7 +210,7 @@ async def _send_json(send: Any, status: int, detail: str) -> None:
 
 def create_app(recognizer: Any = None, *, model: str = "default", engine: str = "torch",
                detector: str = "retinaface", max_upload_bytes: int = 10 * 2**20,
-               max_pixels: int = 50_000_000) -> FastAPI:
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> FastAPI:
     """The FastAPI app around one shared Recognizer (built here from ``model`` etc. if not given).
 
     A factory rather than a module-level app, so tests and embedding programs pass a ready
