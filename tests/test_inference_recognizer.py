@@ -7,6 +7,7 @@ nothing, but its input, labels and file format are those of a real run.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -295,3 +296,19 @@ def test_impossible_outputs_fail_before_the_work_and_leave_nothing(rec, run_dir,
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "is a file, not a folder" in err[0], (argv, err)
     assert list(tmp_path.glob("**/*.onnx")) == []
+
+
+def test_decoder_chatter_does_not_precede_the_one_line(run_dir, tmp_path):
+    ok, buf = cv2.imencode(".png", np.zeros((50, 50, 3), np.uint8))
+    truncated = tmp_path / "trunc.png"
+    truncated.write_bytes(buf.tobytes()[:60])
+    bad_video = tmp_path / "bad.mp4"
+    bad_video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"x" * 200)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    for path in (truncated, bad_video):
+        res = subprocess.run([sys.executable, "-c", "import sys; from ferkit.cli import main; sys.exit(main())",
+                              "predict", str(path), "--model", str(run_dir)], capture_output=True, text=True,
+                             env=env, timeout=120)
+        assert res.returncode == 2
+        kind = "image" if path == truncated else "video"
+        assert res.stderr.strip().splitlines() == [f"ferkit: error: cannot decode {kind}: {path}"]

@@ -378,6 +378,12 @@ def models(as_json: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script: FerkitErrors become one line and exit code 2."""
     warnings.formatwarning = _one_line_warning
+    import os
+
+    # decoders' own chatter (OpenCV's "[ WARN ] ... PNG input buffer is incomplete", FFmpeg's "moov atom
+    # not found") would print before ferkit's one line about the same file; set before cv2 loads
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     try:
         cli.main(args=argv, prog_name="ferkit", standalone_mode=False)
     except FerkitError as exc:

@@ -30,6 +30,7 @@ class OnnxModel:
         if not path.is_file():
             raise InputError(f"model not found: {path}")
         opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # errors only: no onnxruntime chatter before ferkit's own line
         if threads:
             opts.intra_op_num_threads = int(threads)
             opts.inter_op_num_threads = 1

@@ -181,6 +181,7 @@ def _session(threads: int):
                           "or use --detector haar") from None
 
     so = ort.SessionOptions()
+    so.log_severity_level = 3  # errors only: no onnxruntime chatter before ferkit's own line
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3

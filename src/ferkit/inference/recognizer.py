@@ -361,7 +361,9 @@ def _frame_dt(src: Source) -> float | None:
 
 def _report(msg: str, bar) -> None:
     line = f"ferkit: warning: {msg} (skipped)"
-    if bar is not None:
+    import time
+
+    if bar is not None and time.time() - bar.start_t >= bar.delay:  # the bar is on screen: print above it
         bar.write(line, file=sys.stderr)
     else:
         print(line, file=sys.stderr)
