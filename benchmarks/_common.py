@@ -18,18 +18,45 @@ FER2013 = SHARED / "fer2013" / "fer2013_dev.csv.gz"
 FERPLUS_VOTES = SHARED / "ferplus" / "fer2013new.csv"
 
 
+DIRTY_MARK = "DIRTY_TREE.txt"
+
+
 def results_dir(name: str) -> Path:
     out = REPO / "results" / name
     out.mkdir(parents=True, exist_ok=True)
+    mark_tree_state(out)
     return out
 
 
-def environment() -> dict[str, Any]:
+def environment(out: Path | None = None) -> dict[str, Any]:
+    """The commit, whether the work tree was dirty, and the software; marks ``out`` when dirty."""
     from ferkit.engine.trainer import git_commit, git_dirty
 
-    return {"git_commit": git_commit(REPO), "git_dirty": git_dirty(REPO), "python": platform.python_version(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "machine": platform.machine(), "argv": sys.argv}
+    env = {"git_commit": git_commit(REPO), "git_dirty": git_dirty(REPO), "python": platform.python_version(),
+           "torch": torch.__version__,
+           "threads": torch.get_num_threads(), "machine": platform.machine(), "argv": sys.argv}
+    if out is not None:
+        mark_tree_state(out, env)
+    return env
+
+
+def mark_tree_state(out: Path, env: dict[str, Any] | None = None) -> bool:
+    """Results name the code that made them: from a work tree with uncommitted changes they cannot, so
+    the folder gets a DIRTY_TREE.txt saying so (and a loud line on stderr); a clean rerun removes it."""
+    from ferkit.engine.trainer import git_commit, git_dirty
+
+    dirty = (env or {}).get("git_dirty") if env else git_dirty(REPO)
+    mark = Path(out) / DIRTY_MARK
+    if dirty:
+        commit = (env or {}).get("git_commit") or git_commit(REPO)
+        mark.write_text(f"These results were written from a work tree with uncommitted changes (on top of commit "
+                        f"{commit}), so no commit names the code that made them. Rerun from a clean, committed "
+                        "tree before quoting them.\n")
+        print(f"WARNING: the work tree is dirty: results in {out} are marked {DIRTY_MARK}; rerun from a clean "
+              "commit before quoting them", file=sys.stderr)
+    elif mark.exists():
+        mark.unlink()
+    return bool(dirty)
 
 
 def write_json(path: Path, obj: Any) -> None:

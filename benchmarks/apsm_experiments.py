@@ -466,7 +466,7 @@ def run_ablation(exp: dict[str, Any], args: argparse.Namespace, config_path: Pat
             check_same_config(runs_dir / c["name"], configs[c["name"]])
             rows.append(json.loads((runs_dir / c["name"] / RESULT).read_text()))
     out.mkdir(parents=True, exist_ok=True)
-    env = environment()
+    env = environment(out)
     first = configs[cells[0]["name"]]
     budget = {"epochs": first["train"]["epochs"], "px": first["data"]["image_size"],
               "batch": first["optim"]["batch_size"], "optimiser": first["optim"]["name"], "lr": first["optim"]["lr"],

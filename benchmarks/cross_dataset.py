@@ -263,7 +263,7 @@ def run(exp: dict[str, Any], args: argparse.Namespace, config_path: Path) -> dic
     infos = {ds: dataset_info(spec) for ds, spec in datasets.items()}
     rows = [evaluate_pair(m, src, ds, spec, infos[ds], exp, out, device) for m, src in models.items()
             for ds, spec in datasets.items()]
-    env = environment()
+    env = environment(out)
     table = {"experiment": exp, "config_file": str(config_path), "cli": vars(args), "environment": env,
              "models": models, "datasets": datasets, "dataset_info": infos, "pairs": rows}
     write_json_atomic(table, out / "table.json")

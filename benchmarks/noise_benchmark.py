@@ -474,7 +474,7 @@ def run(exp: dict[str, Any], args: argparse.Namespace, config_path: Path) -> dic
             check_same_config(runs_dir / c["train_cell"], c["train_cfg"])
             rows.append(json.loads((runs_dir / c["name"] / RESULT).read_text()))
     out.mkdir(parents=True, exist_ok=True)
-    env = environment()
+    env = environment(out)
     first = cells[0]["cfg"]
     budget = {"data": first["data"]["dataset"], "test": first["data"]["val_split"],
               "noise_seed": first["data"]["noise_seed"], "model": first["model"]["name"],

@@ -387,7 +387,7 @@ def run(exp: dict[str, Any], args: argparse.Namespace, config_path: Path) -> dic
             done.setdefault(c["axes"]["method"], []).append(rd)
     missing = [c["name"] for c in cells if cell_status(runs_dir / c["name"]) != "done"]
     out.mkdir(parents=True, exist_ok=True)
-    env = environment()
+    env = environment(out)
     groups = aggregate(rows, exp)
     goal = goal_check(rows, exp.get("compare") or {})
     curves, pngs = make_plots(exp, done, configs, out)
