@@ -227,3 +227,20 @@ def test_train_into_an_impossible_run_directory_is_one_line(tmp_path, fer_csv, c
     assert main(["train", str(path), "--run-dir", str(blocker / "run")]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
     assert main(["train", str(path), "--run-dir", str(blocker)]) == 2
+
+
+def test_every_committed_run_config_still_loads():
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    paths = sorted((repo / "results").rglob("config.yaml")) + sorted((repo / "configs").glob("*.yaml"))
+    checked = 0
+    for path in paths:
+        raw = yaml.safe_load(path.read_text())
+        if not isinstance(raw, dict) or "kind" in raw or "results_dir" in raw or "variants" in raw:
+            continue  # an experiment grid's config, not a run's
+        load_config(path)
+        checked += 1
+    assert checked >= 10
