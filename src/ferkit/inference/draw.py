@@ -29,6 +29,21 @@ def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, thick:
     return x + tw + 4, y, th + base + 4
 
 
+def _panel_origin(img: np.ndarray, rows: list[str], box: tuple[int, int, int, int], scale: float, thick: int,
+                  extra_w: int) -> tuple[int, int]:
+    """Top-left of a face's panel so that all of it lies inside the image: under the box when it
+    fits there, else above the box, else against the bottom edge; shifted left at the right edge."""
+    sizes = [cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, thick) for t in rows]
+    width = max(tw for (tw, _), _ in sizes) + 4 + extra_w
+    height = sum(th + base + 4 for (_, th), base in sizes)
+    h, w = img.shape[:2]
+    x, y, _, bh = box
+    top = y + bh + 2
+    if top + height > h:
+        top = y - height - 2 if y - height - 2 >= 0 else h - height
+    return int(min(max(0, x), max(0, w - width))), int(max(0, top))
+
+
 def overlay_cams(rgb: np.ndarray, cams: list[np.ndarray], alpha: float = 0.45) -> np.ndarray:
     """``rgb`` with class activation maps (float (H, W) in [0, 1]) blended in as a JET heat map."""
     if not cams:
@@ -71,16 +86,17 @@ def annotate(rgb: np.ndarray, results: list[dict], top: int = 3, cams: list[np.n
         label = r["label_smooth"] if tracked else r["label"]
         head = f"#{r['track_id']} " if tracked else ""
         _text(img, f"{head}{label} {probs[label]:.2f}", (x, y - int(22 * unit) - 4), scale, thick)
-        # panel under the box: top-k bars and the uncertainty
-        yy = y + bh + 2
+        # panel under the box (above it where the image ends): top-k bars and the uncertainty
         bar_len = int(70 * unit)
         ranked = sorted(probs.items(), key=lambda kv: -kv[1])[:top]
-        for name, p in ranked:
-            x1, ty, hh = _text(img, f"{name[:10]} {p:.2f}", (x, yy), scale * 0.8, thick)
+        rows = [f"{name[:10]} {p:.2f}" for name, p in ranked] + [f"uncertainty {r['uncertainty']:.2f}"]
+        px, yy = _panel_origin(img, rows, (x, y, bw, bh), scale * 0.8, thick, bar_len + 4)
+        for (_, p), text in zip(ranked, rows):
+            x1, ty, hh = _text(img, text, (px, yy), scale * 0.8, thick)
             cv2.rectangle(img, (x1, ty), (x1 + bar_len + 4, ty + hh), _TEXT_BG, -1)
             cv2.rectangle(img, (x1 + 2, ty + 3), (x1 + 2 + max(1, int(bar_len * p)), ty + hh - 3), _BAR, -1)
             yy = ty + hh
-        _text(img, f"uncertainty {r['uncertainty']:.2f}", (x, yy), scale * 0.8, thick)
+        _text(img, rows[-1], (px, yy), scale * 0.8, thick)
     if fps is not None:
         draw_fps(img, fps)
     return img
