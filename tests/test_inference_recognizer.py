@@ -116,6 +116,9 @@ def test_empty_images_are_input_errors(rec):
     for empty in (np.zeros((0, 0, 3), np.uint8), np.zeros((0, 10), np.uint8), Image.new("RGB", (0, 0))):
         with pytest.raises(InputError, match="empty image"):
             rec.predict(empty)
+    for crops in ([np.zeros((0, 5), np.uint8)], np.zeros((2, 0, 0), np.uint8)):  # was a cv2.error
+        with pytest.raises(InputError, match="face 0: empty image"):
+            rec.predict_faces(crops)
 
 
 def test_sixteen_bit_png_reads_the_same_as_path_and_as_pil(tmp_path):
