@@ -60,6 +60,10 @@ DEFAULTS: dict[str, Any] = {
         "labelled": None,  # semi-supervised: int count or float fraction kept labelled (seeded, per class
         # in proportion); the rest of the training split is the unlabelled set
         "unlabelled_ratio": 7,  # semi-supervised: unlabelled rows per labelled row in a step (FixMatch's mu = 7)
+        "teacher": None,  # distillation: a trained model (bundled name, run dir, model.pt) whose flip-averaged
+        # probabilities on the training faces become soft targets, mixed with the labels (see engine/data.py)
+        "teacher_weight": 0.7,  # share of the teacher in the soft target; the label gets the rest
+        "teacher_temperature": 1.0,  # > 1 softens the teacher's probabilities (p^(1/T), renormalised)
         "mean": "auto",  # normalisation: one number, one per channel, or auto: the shipped pretrained
         "std": "auto",  # backbone's own (model.pretrained), else 0.5 / 0.5
     },

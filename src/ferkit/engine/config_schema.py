@@ -46,6 +46,9 @@ class DataSection(_Section):
     noise_seed: int
     labelled: int | float | None = None
     unlabelled_ratio: int = PositiveInt()
+    teacher: str | None = None
+    teacher_weight: float = Field(ge=0.0, le=1.0)
+    teacher_temperature: float = Field(gt=0.0)
     mean: float | list[float]
     std: float | list[float]
 

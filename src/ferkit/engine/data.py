@@ -9,6 +9,8 @@ import numpy as np
 from ferkit.data import inject_noise, load_dataset
 from ferkit.data.splits import split_labelled, subsample
 from ferkit.data.types import FaceDataset
+from ferkit.engine.device import autocast_dtype, resolve_device
+from ferkit.engine.model_io import load_model
 from ferkit.errors import ConfigError
 
 
@@ -65,6 +67,9 @@ def load_ssl_data(cfg: dict[str, Any]) -> tuple[FaceDataset, FaceDataset | None,
                 "noise_rate": float(d["noise_rate"])}
         train = FaceDataset(train.images, noisy, train.classes, train.soft_targets, train.split,
                             train.source, meta)
+    if d.get("teacher"):
+        train = with_teacher_targets(train, d["teacher"], float(d["teacher_weight"]),
+                                     float(d["teacher_temperature"]), cfg["train"].get("device", "auto"))
     info = {
         "target_mode": train.meta.get("target_mode"),
         "class_counts": train.class_counts().tolist(),
@@ -112,3 +117,33 @@ def _count_or_fraction(value: Any, key: str = "data.labelled") -> int | float:
     if num >= 1 and num == int(num):
         return int(num)
     raise ConfigError(f"{key} must be a count (>= 1) or a fraction in (0, 1), not {value!r}")
+
+
+def with_teacher_targets(train: FaceDataset, teacher: str, weight: float, temperature: float = 1.0,
+                         device: str = "auto") -> FaceDataset:
+    """``train`` with soft targets ``(1 - weight) * one_hot(label) + weight * teacher``: offline distillation.
+
+    The teacher (any trained ferkit model) scores each training face once, flip-averaged when it was
+    validated that way, at its own input size; its probabilities are softened by ``temperature``
+    (``p^(1/T)``, renormalised). The targets are computed on the un-augmented faces, not per step on
+    the augmented views (the choice that keeps a 112 px teacher affordable on a CPU); ``ce`` with
+    ``target: auto`` then trains on them as on FER+ vote distributions. Rows without a label take the
+    teacher's distribution alone.
+    """
+    model = load_model(teacher, device)
+    if tuple(model.classes) != tuple(train.classes):
+        raise ConfigError(f"data.teacher {teacher} predicts {', '.join(model.classes)}, not this dataset's "
+                          f"classes ({', '.join(train.classes)})")
+    amp = autocast_dtype(resolve_device(device), "auto") if hasattr(model, "net") else None  # torch models
+    probs = model.predict_probs(np.asarray(train.images), **({"amp_dtype": amp} if amp is not None else {}))
+    probs = np.clip(np.asarray(probs, np.float64), 1e-12, 1.0) ** (1.0 / temperature)
+    probs /= probs.sum(1, keepdims=True)
+    labelled = train.labels >= 0
+    one_hot = np.zeros_like(probs)
+    one_hot[np.flatnonzero(labelled), train.labels[labelled]] = 1.0
+    w = np.where(labelled, weight, 1.0)[:, None]
+    soft = ((1.0 - w) * one_hot + w * probs).astype(np.float32)
+    agree = float(np.mean(probs[labelled].argmax(1) == train.labels[labelled])) if labelled.any() else 0.0
+    meta = {**train.meta, "target_mode": "crossentropy", "teacher": str(teacher), "teacher_weight": weight,
+            "teacher_temperature": temperature, "teacher_train_accuracy": agree}
+    return FaceDataset(train.images, train.labels, train.classes, soft, train.split, train.source, meta)

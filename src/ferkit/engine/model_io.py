@@ -42,12 +42,13 @@ class LoadedModel:
         self.view = make_view(build_augment("eval", int(p["image_size"]), int(p["channels"])), p["mean"], p["std"])
 
     def predict_probs(self, images: np.ndarray | torch.Tensor, batch_size: int = 512,
-                      tta_flip: bool | None = None) -> np.ndarray:
-        """Probabilities (N, K) for uint8 images (N,H,W), (N,H,W,3) or a (N,C,H,W) tensor."""
+                      tta_flip: bool | None = None, amp_dtype: torch.dtype | None = None) -> np.ndarray:
+        """Probabilities (N, K) for uint8 images (N,H,W), (N,H,W,3) or a (N,C,H,W) tensor
+        (``amp_dtype``: autocast, e.g. bf16 on a CPU with AMX, for bulk scoring)."""
         if not isinstance(images, torch.Tensor):
             images = images_to_tensor(images, int(self.preprocess["channels"]))
         flip = self.preprocess.get("tta_flip", False) if tta_flip is None else tta_flip
-        return predict_probs(self.net, images, self.view, self.device, batch_size, flip)
+        return predict_probs(self.net, images, self.view, self.device, batch_size, flip, amp_dtype)
 
     @property
     def has_uncertainty(self) -> bool:

@@ -1,0 +1,56 @@
+"""Offline distillation (data.teacher): the teacher's probabilities mixed with the labels become the
+soft targets that ce trains on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ferkit.engine.config import load_config
+from ferkit.engine.model_io import load_model
+from ferkit.engine.trainer import Trainer
+from ferkit.errors import ConfigError
+
+from synthetic import write_config
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    from synthetic import write_fer2013_csv
+
+    tmp = tmp_path_factory.mktemp("teacher")
+    csv = write_fer2013_csv(tmp / "fer.csv", n_train=96, n_test=24)
+    Trainer(load_config(write_config(tmp / "t.yaml", csv, tmp / "runs", train={"epochs": 2, "tta_flip": True}))).fit()
+    return tmp / "runs" / "t", csv
+
+
+def test_soft_targets_are_the_labels_mixed_with_the_teacher(teacher, tmp_path):
+    run, csv = teacher
+    path = write_config(tmp_path / "s.yaml", csv, tmp_path / "runs", train={"epochs": 1},
+                        data={"teacher": str(run), "teacher_weight": 0.25})
+    student = Trainer(load_config(path))
+    data = student.train_data
+    probs = load_model(run, "cpu").predict_probs(np.asarray(data.images))  # flip-averaged, as validated
+    one_hot = np.eye(7)[data.labels]
+    np.testing.assert_allclose(data.soft_targets, 0.75 * one_hot + 0.25 * probs, atol=2e-2)  # bf16 on AMX CPUs
+    np.testing.assert_allclose(data.soft_targets.sum(1), 1.0, atol=1e-5)
+    assert student.method.target == "soft" and data.meta["teacher"] == str(run)
+    student.fit()
+    # temperature softens: a higher T gives flatter targets
+    hot = Trainer(load_config(path, ["data.teacher_weight=1.0", "data.teacher_temperature=4.0", "name=hot"]))
+    cold = Trainer(load_config(path, ["data.teacher_weight=1.0", "name=cold"]))
+    assert hot.train_data.soft_targets.max(1).mean() < cold.train_data.soft_targets.max(1).mean()
+
+
+def test_teacher_with_other_labels_is_refused(teacher, tmp_path):
+    from ferkit.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    run, csv = teacher
+    ck = load_checkpoint(run / "model.pt")
+    ck["classes"] = list(reversed(ck["classes"]))  # same count, another order: must not be mixed in
+    save_checkpoint(ck, tmp_path / "other.pt")
+    path = write_config(tmp_path / "x.yaml", csv, tmp_path / "runs", data={"teacher": str(tmp_path / "other.pt")})
+    with pytest.raises(ConfigError, match="data.teacher .* predicts"):
+        Trainer(load_config(path))
+    with pytest.raises(ConfigError, match="teacher_weight"):
+        load_config(path, ["data.teacher_weight=1.5"])
