@@ -75,10 +75,16 @@ def test_cached_export_is_reused(tmp_path, monkeypatch):
 def test_int8_export_is_smaller_and_still_a_distribution(exported, tmp_path, faces):
     from ferkit.inference.onnx_engine import OnnxModel, export_onnx
 
-    q = export_onnx("default", tmp_path / "q.onnx", quantize="int8")
+    with pytest.raises(ConfigError, match="calibrat"):
+        export_onnx("default", tmp_path / "q.onnx", quantize="int8")  # static int8 needs faces
+    q = export_onnx("default", tmp_path / "q.onnx", quantize="int8", calibration=faces)
     assert q.stat().st_size < 0.5 * exported.stat().st_size
     m = OnnxModel(q)
-    assert m.meta["quantize"] == "int8"
+    assert m.meta["quantize"] == "int8" and m.meta["calibration_faces"] == len(faces)
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(q)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "DynamicQuantizeLinear" not in ops  # static QDQ
     p = m.predict_probs(faces)
     np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
     ref = OnnxModel(exported).predict_probs(faces)
@@ -144,7 +150,7 @@ def test_cli_export_and_predict(tmp_path, capsys):
     assert main(["export", "default", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert out.is_file() and "max |p_onnx - p_torch|" in text
-    diff = float(text.split("= ")[1].split(" ")[0])
+    diff = float(text.split("= ")[1].split(" ")[0].rstrip(","))
     assert diff < 1e-4
     assert main(["predict", str(EXAMPLES / "astronaut.jpg"), "--model", str(out), "--engine", "onnx",
                  "--no-progress"]) == 0
@@ -178,3 +184,14 @@ def test_ensemble_averages_members_and_exports(tmp_path, faces):
         ck["preprocess"] = {**ck["preprocess"], "image_size": 64}
         save_checkpoint(ck, tmp_path / "c.pt")
         make_ensemble(["default", tmp_path / "c.pt"])
+
+
+def test_cli_int8_export_needs_and_uses_calibration_faces(tmp_path, capsys):
+    from synthetic import write_fer2013_csv
+
+    csv = write_fer2013_csv(tmp_path / "fer.csv", n_train=64, n_test=8)
+    assert main(["export", "fast", "--out", str(tmp_path / "q.onnx"), "--quantize", "int8"]) == 2
+    assert "--calib-dataset" in capsys.readouterr().err
+    assert main(["export", "fast", "--out", str(tmp_path / "q.onnx"), "--quantize", "int8",
+                 "--calib-dataset", "fer2013", "--calib-path", str(csv), "--calib-count", "32"]) == 0
+    assert "of 32 calibration faces" in capsys.readouterr().out
