@@ -18,6 +18,7 @@ import yaml
 
 from ferkit.atomic import atomic_write_text
 from ferkit.engine.checkpoint import load_checkpoint, save_checkpoint
+from ferkit.engine.model_io import load_model
 from ferkit.models.pretrained import PRETRAINED, WEIGHTS_DIR
 
 from _common import REPO
@@ -53,10 +54,16 @@ def main() -> None:
     ap.add_argument("--tta-flip", action="store_true", help="average with the mirrored face at inference")
     ap.add_argument("--description", default="")
     ap.add_argument("--limits", nargs="*", default=[])
+    ap.add_argument("--half", action="store_true", help="store the parameters as float16")
     args = ap.parse_args()
     res = args.results
     ck = load_checkpoint(res / "model.pt")
     ck["preprocess"]["tta_flip"] = bool(args.tta_flip)
+    if args.half:  # half the file; BatchNorm statistics stay float32 (load_state_dict casts back on load)
+        params = {k for k, _ in load_model(res / "model.pt", "cpu").net.named_parameters()}
+        ck["state_dict"] = {k: (v.half() if k in params and v.is_floating_point() else v)
+                            for k, v in ck["state_dict"].items()}
+        ck["weights_dtype"] = "float16 parameters, float32 buffers"
     out = REPO / "src" / "ferkit" / "weights" / f"{args.stem}.pt"
     save_checkpoint(ck, out)
     summary = json.loads((res / "summary.json").read_text())
@@ -78,6 +85,7 @@ def main() -> None:
         "publictest_without_flip": summary["publictest"],
         "trained_at_commit": meta["git_commit"],
         "size_mb": round(out.stat().st_size / 2**20, 2),
+        "weights_dtype": ck.get("weights_dtype", "float32"),
         "known_limits": args.limits,
         **_calibration(ck, summary, key), **_initial_weights(cfg),
         "results": str(res.relative_to(REPO) if res.is_absolute() else res),
