@@ -16,21 +16,10 @@ import os
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 import ferkit
 from ferkit import examples
+from ferkit.evaluation.speed import letterbox
 from ferkit.inference.sources import IMAGE_EXTS, load_image
-
-
-def letterbox(img: np.ndarray, w: int = 640, h: int = 480) -> np.ndarray:
-    s = min(w / img.shape[1], h / img.shape[0])
-    small = cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)), interpolation=cv2.INTER_AREA)
-    out = np.full((h, w, 3), 114, np.uint8)
-    y, x = (h - small.shape[0]) // 2, (w - small.shape[1]) // 2
-    out[y:y + small.shape[0], x:x + small.shape[1]] = small
-    return out
 
 
 def main() -> None:

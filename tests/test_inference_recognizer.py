@@ -315,3 +315,14 @@ def test_decoder_chatter_does_not_precede_the_one_line(run_dir, tmp_path):
         assert res.returncode == 2
         kind = "image" if path == truncated else "video"
         assert res.stderr.strip().splitlines() == [f"ferkit: error: cannot decode {kind}: {path}"]
+
+
+def test_cli_benchmark_reports_both_speeds(run_dir, tmp_path, capsys):
+    out = tmp_path / "speed.json"
+    assert main(["benchmark", "--model", str(run_dir), "--repeats", "1", "--batch", "64", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "faces/s" in text and "photos/s" in text
+    res = json.loads(out.read_text())
+    assert res["classifier"]["median"] > 0 and res["end_to_end"]["median"] > 0
+    assert res["end_to_end"]["faces"] > 0
+    assert set(res["end_to_end"]["ms_per_photo"]) == {"detect", "align", "classify"}

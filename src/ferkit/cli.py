@@ -374,6 +374,42 @@ def train_classic(dataset: str, path: str, split: str | None, out: Path, feature
 
 
 @cli.command()
+@click.option("--model", default="default", show_default=True, help="Bundled name, run directory or model file.")
+@click.option("--engine", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
+@click.option("--detector", default="retinaface", show_default=True)
+@click.option("--threads", type=int, default=None, help="CPU threads (default: torch's choice).")
+@click.option("--batch", default=256, show_default=True, help="Faces per classifier call.")
+@click.option("--repeats", default=5, show_default=True, help="Timed passes (the median is reported).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the JSON here.")
+def benchmark(model: str, engine: str, detector: str, threads: int | None, batch: int, repeats: int,
+              out: Path | None) -> None:
+    """How fast MODEL runs on this machine: classifier faces/s and 640x480 photos/s end to end.
+
+    The speed benchmarks behind the README's tables are in benchmarks/ (compare_fer.py, throughput.py).
+    """
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as in predict; before torch loads
+    from ferkit.atomic import atomic_write_text
+    from ferkit.evaluation.speed import benchmark as run_benchmark
+    from ferkit.inference.recognizer import Recognizer
+
+    if out is not None:
+        check_output_path(out, "file", "benchmark file")
+    rec = Recognizer(model, device="cpu", engine=engine, detector=detector, threads=threads)
+    res = run_benchmark(rec, batch=batch, repeats=repeats)
+    c, e = res["classifier"], res["end_to_end"]
+    flip = ", flip-averaged" if rec.model.preprocess.get("tta_flip") else ""
+    click.echo(f"{res['model']} ({engine}, {c['crop']}{flip})")
+    click.echo(f"  classifier  {c['median']:8.0f} faces/s  (min {c['min']:.0f}, max {c['max']:.0f}; batch {batch})")
+    click.echo(f"  end to end  {e['median']:8.1f} photos/s ({e['size']}, {e['faces']} faces in {e['photos']} photos, "
+               f"{detector}; ms/photo: " + ", ".join(f"{k} {v}" for k, v in e["ms_per_photo"].items()) + ")")
+    if out is not None:
+        atomic_write_text(out, json.dumps(res, indent=2) + "\n")
+        click.echo(f"written to {out}")
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def models(as_json: bool) -> None:
     """List the backbones, methods, dataset readers, pretrained starts and named models this install knows."""
