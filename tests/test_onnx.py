@@ -48,6 +48,8 @@ def test_recognizer_onnx_engine_matches_torch_on_a_photo(exported):
 
     photo = EXAMPLES / "astronaut_pair.jpg"
     rt = ferkit.Recognizer("default", engine="torch")
+    assert ferkit.Recognizer(exported).engine == "onnx" and rt.engine == "torch"  # auto: by the model file
+    assert ferkit.Recognizer("default").engine == "torch"
     for model in ("default", exported):  # a bundled name is exported on the fly and cached
         ro = ferkit.Recognizer(model, engine="onnx")
         assert ro.labels == rt.labels

@@ -179,8 +179,9 @@ def export(model: str, out: Path | None, quantize: str, calib_dataset: str | Non
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="At most this many frames per video.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | mps.")
 @click.option("--detector", default="retinaface", show_default=True, help="Face detector: retinaface, haar, none.")
-@click.option("--engine", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
-              help="Inference engine: torch, or onnxruntime (CPU; --model may then be a .onnx file).")
+@click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
+              help="Inference engine: torch, or onnxruntime (CPU; --model may then be a .onnx file); "
+                   "auto: onnx for a .onnx model, else torch.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (torch and the detector).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--track/--no-track", default=None,
@@ -231,7 +232,7 @@ def predict(inputs: tuple[str, ...], model: str, out: Path | None, annotate: Pat
               help="Registered model name (see `ferkit models`), run directory, model.pt or checkpoint.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: every one).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@click.option("--engine", default="torch", show_default=True, help="Inference engine: torch or onnx.")
+@click.option("--engine", default="auto", show_default=True, help="Inference engine: auto, torch or onnx.")
 @click.option("--detector", default="retinaface", show_default=True, help="Face detector: retinaface, haar, none.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | mps.")
 @click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
@@ -288,7 +289,7 @@ def serve(model: str, host: str, port: int, engine: str, detector: str, device: 
 @click.option("--model", default="default", show_default=True,
               help="Registered model name (see `ferkit models`), run directory, model.pt or checkpoint.")
 @click.option("--detector", default="retinaface", show_default=True, help="Face detector: retinaface, haar, none.")
-@click.option("--engine", default="torch", show_default=True, help="Inference engine: torch or onnx.")
+@click.option("--engine", default="auto", show_default=True, help="Inference engine: auto, torch or onnx.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | mps.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (torch and the detector).")
 @click.option("--no-progress", is_flag=True, help="No progress line.")
@@ -375,7 +376,7 @@ def train_classic(dataset: str, path: str, split: str | None, out: Path, feature
 
 @cli.command()
 @click.option("--model", default="default", show_default=True, help="Bundled name, run directory or model file.")
-@click.option("--engine", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
+@click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True)
 @click.option("--detector", default="retinaface", show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads (default: torch's choice).")
 @click.option("--batch", default=256, show_default=True, help="Faces per classifier call.")

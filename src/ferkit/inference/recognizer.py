@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 #: the alignment each detector's boxes and landmarks call for (``align="auto"``)
 AUTO_ALIGN = {"retinaface": "joint", "haar": "landmarks", "none": "resize"}
-ENGINES = ("torch", "onnx")
+ENGINES = ("auto", "torch", "onnx")
 
 
 def normalised_entropy(probs: np.ndarray) -> np.ndarray:
@@ -51,7 +51,8 @@ class Recognizer:
         model: a registered model name (``"default"``, see :func:`ferkit.list_models`) or a path
             to a run directory, ``model.pt`` or trainer checkpoint.
         device: ``auto`` | ``cpu`` | ``cuda`` | ``mps``.
-        engine: ``torch`` or ``onnx`` (onnxruntime on the CPU; ``model`` may then also be a ``.onnx``
+        engine: ``auto`` (onnx for a ``.onnx`` model file, such as a bundled int8 model, else torch),
+            ``torch`` or ``onnx`` (onnxruntime on the CPU; ``model`` may then also be a ``.onnx``
             file from ``ferkit export``; any other model is exported once and cached, see
             :mod:`ferkit.inference.onnx_engine`).
         detector: ``retinaface`` (default), ``haar``, ``none`` (the whole image is the face) or a
@@ -68,7 +69,7 @@ class Recognizer:
         detector_options: extra keywords for the detector (e.g. ``score_threshold``).
     """
 
-    def __init__(self, model: str | Path = "default", device: str = "auto", engine: str = "torch",
+    def __init__(self, model: str | Path = "default", device: str = "auto", engine: str = "auto",
                  detector: Any = "retinaface", *, align: str = "auto", template: str = "fer2013",
                  threads: int | None = None, batch_size: int = 64, tta_flip: bool | None = None,
                  detector_options: dict[str, Any] | None = None) -> None:
@@ -77,6 +78,8 @@ class Recognizer:
 
         if engine not in ENGINES:
             raise ConfigError(f"unknown engine '{engine}' (available: {', '.join(ENGINES)})")
+        if engine == "auto":
+            engine = "onnx" if is_onnx_file(resolve_model(model)) else "torch"
         self.threads = threads  # torch's thread count while this recognizer computes (restored after)
         if engine == "onnx":
             if device not in ("auto", "cpu"):

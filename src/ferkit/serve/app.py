@@ -208,7 +208,7 @@ async def _send_json(send: Any, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(recognizer: Any = None, *, model: str = "default", engine: str = "torch",
+def create_app(recognizer: Any = None, *, model: str = "default", engine: str = "auto",
                detector: str = "retinaface", max_upload_bytes: int = 10 * 2**20,
                max_pixels: int = DEFAULT_MAX_PIXELS) -> FastAPI:
     """The FastAPI app around one shared Recognizer (built here from ``model`` etc. if not given).
