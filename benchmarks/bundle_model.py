@@ -1,6 +1,6 @@
 """Ship a trained run as a bundled model: src/ferkit/weights/<file>.pt plus its model card JSON.
 
-    python benchmarks/bundle_model.py RESULTS_DIR FILE_STEM [--tta-flip]
+    python benchmarks/bundle_model.py RESULTS_DIR FILE_STEM [--tta-flip] [--half | --int8]
 
 RESULTS_DIR is a benchmark's results folder holding model.pt, config.yaml, meta.json and
 summary.json (e.g. results/ce_fer2013_baseline). The card records the data, the config, the
@@ -19,6 +19,7 @@ import yaml
 from ferkit.atomic import atomic_write_text
 from ferkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from ferkit.engine.model_io import load_model
+from ferkit.inference.onnx_engine import export_onnx
 from ferkit.models.pretrained import PRETRAINED, WEIGHTS_DIR
 
 from _common import REPO
@@ -32,6 +33,19 @@ def _calibration(ck: dict, summary: dict, key: str) -> dict:
                             "publictest_ece_after": summary[key]["ece"],
                             "holdout_ece_before": summary["holdout_before"]["ece"],
                             "holdout_ece_after": summary["holdout_after"]["ece"]}}
+
+
+def _calibration_faces(res: Path, n: int = 512):
+    """512 of the run's own training faces (stratified, seed 0; never its holdout or PublicTest)."""
+    import numpy as np
+
+    from ferkit.data.splits import subsample
+    from ferkit.engine.config import load_config
+    from ferkit.engine.data import load_run_data
+
+    run_cfg = load_config(res / "config.yaml", ["data.teacher=null"])  # the faces matter here, not the targets
+    train, _, _ = load_run_data(run_cfg)
+    return np.asarray(train.images)[subsample(train.labels, n, seed=0)]
 
 
 def _initial_weights(cfg: dict) -> dict:
@@ -55,6 +69,8 @@ def main() -> None:
     ap.add_argument("--description", default="")
     ap.add_argument("--limits", nargs="*", default=[])
     ap.add_argument("--half", action="store_true", help="store the parameters as float16")
+    ap.add_argument("--int8", action="store_true", help="ship a static int8 ONNX file (calibrated on 512 Training "
+                    "faces of the run's own training rows) instead of the .pt")
     args = ap.parse_args()
     res = args.results
     ck = load_checkpoint(res / "model.pt")
@@ -66,6 +82,11 @@ def main() -> None:
         ck["weights_dtype"] = "float16 parameters, float32 buffers"
     out = REPO / "src" / "ferkit" / "weights" / f"{args.stem}.pt"
     save_checkpoint(ck, out)
+    if args.int8:  # the shipped file is the static int8 ONNX export; the .pt was only its source
+        pt = out
+        out = export_onnx(pt, out.with_suffix(".onnx"), quantize="int8", calibration=_calibration_faces(res))
+        pt.unlink()
+        ck["weights_dtype"] = "int8 weights, uint8 activations (static QDQ ONNX, 512 Training faces calibrating)"
     summary = json.loads((res / "summary.json").read_text())
     meta = json.loads((res / "meta.json").read_text())
     cfg = yaml.safe_load((res / "config.yaml").read_text())
