@@ -120,7 +120,7 @@ def test_bundled_model_names_resolve_for_evaluation():
 
     path = resolve_model_path("default")
     assert path.name == "fer2013_mobilenetv1face_112c_7.pt" and path.is_file()
-    assert resolve_model_path("fast").name == "fer2013_compact_48g_7.pt"
+    assert resolve_model_path("fast").name == "fer2013_compactdeep_kd_48g_7_int8.onnx"
     model = load_model("default", device="cpu")
     assert model.classes == ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear")
     assert model.preprocess["tta_flip"] is True

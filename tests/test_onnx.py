@@ -192,8 +192,8 @@ def test_cli_int8_export_needs_and_uses_calibration_faces(tmp_path, capsys):
     from synthetic import write_fer2013_csv
 
     csv = write_fer2013_csv(tmp_path / "fer.csv", n_train=64, n_test=8)
-    assert main(["export", "fast", "--out", str(tmp_path / "q.onnx"), "--quantize", "int8"]) == 2
+    assert main(["export", "fer2013-compact-48g-7", "--out", str(tmp_path / "q.onnx"), "--quantize", "int8"]) == 2
     assert "--calib-dataset" in capsys.readouterr().err
-    assert main(["export", "fast", "--out", str(tmp_path / "q.onnx"), "--quantize", "int8",
+    assert main(["export", "fer2013-compact-48g-7", "--out", str(tmp_path / "q.onnx"), "--quantize", "int8",
                  "--calib-dataset", "fer2013", "--calib-path", str(csv), "--calib-count", "32"]) == 0
     assert "of 32 calibration faces" in capsys.readouterr().out

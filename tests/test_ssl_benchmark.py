@@ -246,8 +246,8 @@ def test_cross_dataset_end_to_end(grid, tmp_path, capsys):
     out = tmp_path / "res"
     argv = [str(cfg), "--model", f"ce={run_dir}", "--dataset", f"folder={tmp_path / 'folder'}", "--out", str(out),
             "--device", "cpu", "--threads", "1"]
-    assert mod.main([*argv, "--model", "fast", "--dry-run"]) is None
-    assert "model   fast           fast  (found)" in capsys.readouterr().out
+    assert mod.main([*argv, "--model", "accurate", "--dry-run"]) is None
+    assert "model   accurate       accurate  (found)" in capsys.readouterr().out
     table = mod.main(argv)
     pairs = {(r["model"], r["dataset"]): r for r in table["pairs"]}
     assert list(pairs) == [("ce", "fer2013"), ("ce", "ferplus"), ("ce", "folder")]
@@ -271,8 +271,8 @@ def test_cross_dataset_end_to_end(grid, tmp_path, capsys):
     assert sorted(fo["labels_with_rows"]) == ["happiness", "sadness"] and fo["model_labels_unused"] == []
     for r in table["pairs"]:
         assert (out / r["confusion_png"]).stat().st_size > 2000 and (out / r["metrics_json"]).is_file()
-    fast = mod.model_file("fast", "last")
-    assert fast.name.endswith(".pt") and "FER2013 Training" in mod.trained_on("fast", fast)
+    bundled = mod.model_file("accurate", "last")
+    assert bundled.name.endswith(".pt") and "FER2013 Training" in mod.trained_on("accurate", bundled)
     assert mod.parse_models(["fast", "runs/a/checkpoints/last.pt", "b=runs/a"]) == {
         "fast": "fast", "a": "runs/a/checkpoints/last.pt", "b": "runs/a"}
     md = (out / "table.md").read_text()

@@ -101,6 +101,21 @@ register_model(
 )
 
 register_model(
+    "fer2013-compactdeep-kd-48g-7-int8",
+    "fer2013_compactdeep_kd_48g_7_int8.onnx",
+    {
+        "description": "fast CPU model: a 48 px student (compact_wide, two residual units per stage) distilled "
+                       "from the default, temperature-calibrated, shipped as a static int8 ONNX file",
+        "architecture": "compact_wide, stages (64,2) (128,2) (256,2); int8 weights, uint8 activations (QDQ)",
+        "input": "48x48 grayscale face, FER2013 framing (alignment template 'fer2013')",
+        "labels": FER2013_7,
+        "training_data": "FER2013 Training less a 10 % holdout, soft targets from the default model; "
+                         "research use, see the dataset's terms",
+    },
+    aliases=("fast",),
+)
+
+register_model(
     "fer2013-compactdeep-48g-7",
     "fer2013_compactdeep_48g_7.pt",
     {
@@ -122,7 +137,6 @@ register_model(
         "labels": FER2013_7,
         "training_data": "FER2013 Training (28,709 faces); research use, see the dataset's terms",
     },
-    aliases=("fast",),
 )
 
 register_model(
