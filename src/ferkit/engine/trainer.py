@@ -74,9 +74,11 @@ def git_commit(cwd: Path | None = None) -> str | None:
 
 
 def git_dirty(cwd: Path | None = None) -> bool | None:
-    """Whether the work tree has uncommitted changes (None when git is not available)."""
+    """Whether the work tree has uncommitted changes to tracked files outside ``results/`` (None when
+    git is not available); ``results/`` holds outputs, which a benchmark rewrites as it runs."""
     try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                              ":(top,exclude)results"], capture_output=True,
                              text=True, timeout=10, cwd=cwd or Path(__file__).parent)
         return bool(out.stdout.strip()) if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
