@@ -18,7 +18,7 @@ from pathlib import Path
 
 import ferkit
 from ferkit import examples
-from ferkit.evaluation.speed import letterbox
+from ferkit.evaluation.speed import end_to_end_speed, letterbox
 from ferkit.inference.sources import IMAGE_EXTS, load_image
 
 
@@ -39,31 +39,11 @@ def main() -> None:
     rec = ferkit.Recognizer(args.model, device="cpu", detector=args.detector, threads=args.threads)
     for img in photos:  # warm-up
         rec.predict(img)
-    n_faces = sum(len(rec.predict(img)) for img in photos)
-    t_det = t_align = t_cls = 0.0
-    t0 = time.perf_counter()
-    for _ in range(args.rounds):
-        for img in photos:
-            a = time.perf_counter()
-            faces = rec.detector.detect(img)
-            b = time.perf_counter()
-            crops = rec._crops(img, faces)
-            c = time.perf_counter()
-            rec._classify(crops)
-            d = time.perf_counter()
-            t_det, t_align, t_cls = t_det + b - a, t_align + c - b, t_cls + d - c
-    total = time.perf_counter() - t0
-    n = args.rounds * len(photos)
-    e2e_t = time.perf_counter()
-    for _ in range(args.rounds):
-        for img in photos:
-            rec.predict(img)
-    e2e = time.perf_counter() - e2e_t
-    out = {"photos": [p.name for p in paths], "size": "640x480", "faces_per_round": n_faces,
+    res = end_to_end_speed(rec, photos, repeats=args.rounds)
+    out = {"photos": [p.name for p in paths], "size": res["size"], "faces_per_round": res["faces"],
            "rounds": args.rounds, "threads": args.threads, "detector": args.detector, "model": rec.model.source,
-           "photos_per_s_predict": round(n / e2e, 1), "ms_per_photo_predict": round(1000 * e2e / n, 1),
-           "ms_per_photo_stages": {"detect": round(1000 * t_det / n, 1), "align": round(1000 * t_align / n, 2),
-                                   "classify": round(1000 * t_cls / n, 2), "sum": round(1000 * total / n, 1)},
+           "photos_per_s_predict": round(res["median"], 1), "ms_per_photo_predict": round(1000 / res["median"], 1),
+           "ms_per_photo_stages": res["ms_per_photo"],
            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
            "load_avg_1min": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count()}
     out["when"] = time.strftime("%Y-%m-%d %H:%M")
