@@ -74,7 +74,8 @@ def main() -> None:
              f"`ferkit benchmark --threads 2` in a fresh process per row; background: {args.load} processes spinning "
              "on Python arithmetic on the same 2 cores. ACTIVE = OpenMP's default (idle threads spin), PASSIVE = what "
              "ferkit's CLI sets.", "",
-             "| model | background | OMP_WAIT_POLICY | classifier faces/s | photos/s (640x480) |", "|---|---:|---|---:|---:|"]
+             "| model | background | OMP_WAIT_POLICY | classifier faces/s | photos/s (640x480) |",
+             "|---|---:|---|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['background_processes']} | {r['omp_wait_policy']} | "
                      f"{r['faces_per_s']:.0f} | {r['photos_per_s']:.1f} |")
