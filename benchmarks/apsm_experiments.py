@@ -43,7 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from ferkit.engine.config import load_config, yaml_load
+from ferkit.engine.config import config_differences as ferkit_config_differences
+from ferkit.engine.config import flatten_config, load_config, yaml_load
 from ferkit.errors import ConfigError, InputError
 
 from _common import REPO, environment, grid_parser, run_cli
@@ -200,27 +201,14 @@ def cell_config(exp: Mapping[str, Any], cell: Mapping[str, Any], args: argparse.
     return cfg
 
 
-def _flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and v:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def config_differences(old: Mapping, new: Mapping) -> list[str]:
     """Keys whose values differ between two resolved run configs, runtime-only keys aside.
 
     A method option or run-config key the old run's config lacks but the new one holds at its
     default is not a difference: it was added to ferkit after that run, which trained as the
     default does (e.g. APSM's ``usl_warmup_epochs: 0``, ``data.holdout: null``)."""
-    a, b = _flatten(old), _flatten(new)
-    norm = json.loads(json.dumps(b))  # tuples vs lists, as the saved YAML has them
-    added = _options_added_at_default(a, new) | _keys_added_at_default(a, norm)
-    return sorted(k for k in set(a) | set(b) if k not in RUNTIME_KEYS and k not in added and a.get(k) != norm.get(k))
+    return [k for k in ferkit_config_differences(old, new, RUNTIME_KEYS)
+            if k not in _options_added_at_default(flatten_config(old), new)]
 
 
 def method_text(cell: Mapping[str, Any]) -> str:
@@ -228,15 +216,6 @@ def method_text(cell: Mapping[str, Any]) -> str:
     m = dict(cell["overrides"].get("method") or {})
     name = m.pop("name", "?")
     return " ".join([str(name), *(f"{k}={v}" for k, v in m.items())])
-
-
-def _keys_added_at_default(old_flat: Mapping[str, Any], new_flat: Mapping[str, Any]) -> set[str]:
-    """Run-config keys the old run lacks that the new config holds at ferkit's default (e.g.
-    ``data.holdout: null``, added after the run): the old run trained as that default does."""
-    from ferkit.engine.config import DEFAULTS
-
-    defaults = json.loads(json.dumps(_flatten(DEFAULTS)))
-    return {k for k, v in new_flat.items() if k not in old_flat and k in defaults and defaults[k] == v}
 
 
 def _options_added_at_default(old_flat: Mapping[str, Any], new: Mapping[str, Any]) -> set[str]:

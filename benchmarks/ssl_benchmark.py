@@ -42,7 +42,6 @@ import numpy as np
 
 from apsm_experiments import (
     RESULT,
-    _flatten,
     _pm,
     _stats,
     budget_suffix,
@@ -58,6 +57,7 @@ from apsm_experiments import (
     run_cell,
     select,
 )
+from ferkit.engine.config import flatten_config
 from ferkit.errors import ConfigError
 
 from _common import environment, grid_parser, run_cli
@@ -114,7 +114,7 @@ def folder_suffix(args: argparse.Namespace) -> str:
 def check_budget(configs: Mapping[str, Mapping[str, Any]]) -> None:
     """Every cell must share the budget: configs may differ only in the method, the seed and the name."""
     names = list(configs)
-    flat = {n: _flatten(configs[n]) for n in names}
+    flat = {n: flatten_config(configs[n]) for n in names}
     ref = flat[names[0]]
     for n in names[1:]:
         keys = set(ref) | set(flat[n])

@@ -9,6 +9,7 @@ know raises a ConfigError naming it, so a typo never silently falls back to a de
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -246,3 +247,33 @@ def save_config(cfg: Mapping, path: str | Path) -> None:
     from ferkit.atomic import atomic_write_text
 
     atomic_write_text(Path(path), yaml.safe_dump(dict(cfg), sort_keys=False))
+
+
+def flatten_config(d: Mapping, prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"epochs": 3}}`` -> ``{"train.epochs": 3}``; an empty mapping stays one value."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(flatten_config(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def keys_added_at_default(old_flat: Mapping[str, Any], new_flat: Mapping[str, Any]) -> set[str]:
+    """Run-config keys an old run's config lacks that the new config holds at ferkit's default (e.g.
+    ``data.holdout: null``, added after the run): the old run trained as that default does."""
+    defaults = json.loads(json.dumps(flatten_config(DEFAULTS)))
+    return {k for k, v in new_flat.items() if k not in old_flat and k in defaults and defaults[k] == v}
+
+
+def config_differences(old: Mapping, new: Mapping, ignore: Iterable[str] = ()) -> list[str]:
+    """Dotted keys whose values differ between a recorded run config and a resolved one, keys in
+    ``ignore`` and keys added to ferkit since at their default aside. ``new`` is compared as the
+    recorded YAML/JSON holds it (tuples as lists)."""
+    a, b = flatten_config(old), flatten_config(json.loads(json.dumps(new)))
+    skip = set(ignore) | keys_added_at_default(a, b)
+    # an empty section on one side and none on the other (data.options: {}) say the same
+    skip |= {k for k in set(a) ^ set(b) if a.get(k, b.get(k)) == {}}
+    return sorted(k for k in set(a) | set(b) if k not in skip and a.get(k) != b.get(k))

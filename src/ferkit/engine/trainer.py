@@ -50,7 +50,7 @@ from ferkit.engine.checkpoint import (
     seed_everything,
     set_rng_state,
 )
-from ferkit.engine.config import DEFAULTS, save_config
+from ferkit.engine.config import config_differences, save_config
 from ferkit.engine.data import load_ssl_data
 from ferkit.engine.device import autocast_dtype, resolve_device, torch_threads
 from ferkit.engine.hooks import CheckpointHook, EMAHook, EvalHook, Hook, LoggerHook, ProgressHook
@@ -261,9 +261,6 @@ class Trainer:
                 state["row"] = _plain_row(row)
             save_checkpoint(state, self.run_dir / "checkpoints" / name)
 
-    def resume(self, path: Path) -> None:
-        self._load_state(load_checkpoint(path))
-
     def _load_state(self, ck: dict[str, Any]) -> None:
         self.method.load_state_dict(ck["method"])
         self.optimizer.load_state_dict(ck["optimizer"])
@@ -308,13 +305,14 @@ class Trainer:
             _remove_orphaned_writes(self.run_dir)
         last = self.run_dir / "checkpoints" / "last.pt"
         if self.cfg["train"]["resume"] and last.exists():
-            self._check_resumable(load_checkpoint(last))
-            self.resume(last)
+            ck = load_checkpoint(last)  # read once: checked, then restored
+            self._check_resumable(ck)
+            self._load_state(ck)
             if dist.is_main():
                 where = (f"at epoch {self.epoch + 1}, step {self.step}" if self.epoch < self.epochs
                          else f"(already complete: {self.epochs} epochs)")
                 print(f"resuming {self.run_dir} {where}", flush=True)
-                self._repair_model_file(last)
+                self._repair_model_file(ck)
         if dist.is_main():
             save_config(self.cfg, self.run_dir / "config.yaml")
             self._write_meta()
@@ -337,7 +335,7 @@ class Trainer:
     def _check_resumable(self, ck: dict[str, Any]) -> None:
         """Refuse to resume a run under a config its weights were not trained with (one line naming
         the keys), or with fewer epochs than it already has; more epochs continue it."""
-        changed = _weight_relevant_changes(ck.get("config") or {}, self.cfg)
+        changed = config_differences(ck.get("config") or {}, self.cfg, _RESUME_MAY_CHANGE)
         if changed:
             raise ConfigError(f"{self.run_dir} was trained with another config ({', '.join(changed)} differ): "
                               "run with --no-resume to start afresh, or choose another run directory")
@@ -356,7 +354,7 @@ class Trainer:
             fh.write(json.dumps({"kind": "error", "epoch": self.epoch, "step": self.step, "message": message}) + "\n")
         atomic_write_text(self.run_dir / "error.txt", message + "\n")
 
-    def _repair_model_file(self, last: Path) -> None:
+    def _repair_model_file(self, last: dict[str, Any]) -> None:
         """Re-export model.pt from best.pt when the two disagree (a run killed between their writes
         by an older ferkit, or model.pt lost): model.pt must always hold the selected weights."""
         best = self.run_dir / "checkpoints" / "best.pt"
@@ -371,7 +369,7 @@ class Trainer:
         row = ck.get("row") or _metrics_row(self.run_dir / "metrics.csv", ck["epoch"])
         self._load_state(ck)
         self.export_model(model, row)
-        self.resume(last)  # back to where training stands
+        self._load_state(last)  # back to where training stands
 
     def _train_epoch(self) -> dict[str, Any]:
         self.method.train()
@@ -445,34 +443,6 @@ class Trainer:
 _RESUME_MAY_CHANGE = ("name", "output_dir", "data.path", "data.options.cache", "train.epochs", "train.device",
                       "train.threads", "train.progress", "train.log_every", "train.checkpoint_every_steps",
                       "train.eval_batch_size", "train.eval_every", "train.resume", "train.amp", "train.channels_last")
-
-
-def _weight_relevant_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Dotted keys whose values differ between two resolved configs, less those a resume may change.
-    A key the old config lacks (added to ferkit later) counts only if the new value is not its default."""
-    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
-        if not isinstance(d, dict):
-            return {prefix: d}
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-
-    a, b, defaults = flat(old), flat(new), flat(DEFAULTS)
-    changed = []
-    for key in sorted(set(a) | set(b)):
-        if key in _RESUME_MAY_CHANGE or key.startswith("data.options.cache"):
-            continue
-        if key not in a and b.get(key) == defaults.get(key, b.get(key)):
-            continue
-        if a.get(key) != b.get(key) and not _same_number(a.get(key), b.get(key)):
-            changed.append(key)
-    return changed
-
-
-def _same_number(x: Any, y: Any) -> bool:
-    return (isinstance(x, (int, float)) and isinstance(y, (int, float)) and not isinstance(x, bool)
-            and not isinstance(y, bool) and float(x) == float(y))
 
 
 def _plain_row(row: dict[str, Any]) -> dict[str, Any]:
