@@ -76,7 +76,16 @@ DEFAULTS: dict[str, Any] = {
         "bn_calibration": 2048,  # training faces (eval view) on which the BatchNorm statistics of a folded
         # pretrained backbone are re-estimated before training (function-preserving; 0 = off)
     },
-    "augment": {"train": "train", "eval": "eval", "options": {}},
+    "augment": {
+        "train": "train",
+        "eval": "eval",
+        "options": {},
+        # views of cached trunk activations (train.cache_frozen), per policy: after a random pick of the face
+        # or its mirror, erase = probability of zeroing a random rectangle of the activation map, channel_drop =
+        # fraction of channels zeroed. Choice: train/weak flip only (the measured recipe), strong adds both as
+        # the stand-in for RandAugment (see engine/trunk_cache.py)
+        "features": {"train": {}, "weak": {}, "strong": {"erase": 1.0, "channel_drop": 0.1}},
+    },
     "optim": {
         "name": "adamw",  # sgd | adam | adamw
         "lr": 1e-3,
@@ -113,6 +122,9 @@ DEFAULTS: dict[str, Any] = {
         "progress": True,
         "eval_batch_size": 512,
         "tta_flip": False,
+        "cache_frozen": False,  # compute the frozen blocks' output (model.options.frozen_blocks) once per training
+        # face and mirror, and train only the upper blocks on it (engine/trunk_cache.py)
+        "cache_dir": None,  # where those activations are kept across runs; None: <output_dir>/.trunk_cache
     },
 }
 
@@ -137,7 +149,7 @@ def _deep_merge(base: dict, new: Mapping, where: str, strict: bool) -> dict:
 
 
 # Sections whose keys belong to someone else (a reader, a backbone, a method) and are checked there.
-_FREE_FORM = {"data.options", "model.options", "augment.options"}
+_FREE_FORM = {"data.options", "model.options", "augment.options", "augment.features"}
 
 
 def parse_overrides(items: Iterable[str]) -> dict:

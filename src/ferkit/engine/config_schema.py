@@ -4,8 +4,8 @@
 hold, so ``train.epochs=abc``, ``optim.lr=-1`` or ``data.channels=2`` end with one line naming the
 key instead of a traceback (or a run that silently does nothing) later. pydantic does the checking
 in strict mode: no string is read as a number and no float is cut to an int. Free-form sections
-(``data.options``, ``model.options``, ``augment.options``) and the method's own keys are checked by
-their owners (the reader, the backbone, the method).
+(``data.options``, ``model.options``, ``augment.options``, ``augment.features``) and the method's own keys
+are checked by their owners (the reader, the backbone, the method).
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class AugmentSection(_Section):
     train: str
     eval: str
     options: dict[str, Any]
+    features: dict[str, dict[str, Any]]
 
 
 class OptimSection(_Section):
@@ -103,6 +104,8 @@ class TrainSection(_Section):
     progress: bool
     eval_batch_size: int = PositiveInt()
     tta_flip: bool
+    cache_frozen: bool
+    cache_dir: str | None = None
 
 
 class RunConfig(_Section):

@@ -54,6 +54,7 @@ from ferkit.engine.config import config_differences, save_config
 from ferkit.engine.data import load_ssl_data
 from ferkit.engine.device import autocast_dtype, resolve_device, torch_threads
 from ferkit.engine.hooks import CheckpointHook, EMAHook, EvalHook, Hook, LoggerHook, ProgressHook
+from ferkit.engine.trunk_cache import cached_trunk, check_cacheable, feature_view
 from ferkit.errors import ConfigError, TrainingDiverged
 from ferkit.methods import Method, get_method
 from ferkit.metrics import compute_metrics
@@ -149,10 +150,13 @@ class Trainer:
                                        **opts.get(p, {})), dcfg["mean"], dcfg["std"])
             for p in ("train", "eval", "weak", "strong")
         }
-        self.eval_view = self.method.views["eval"]
+        self.eval_view = self.method.views["eval"]  # validation: images through the whole network
+        self.amp_dtype = autocast_dtype(self.device, tcfg["amp"])
+        if tcfg.get("cache_frozen"):
+            with torch_threads(self.threads):
+                self._cache_frozen(model)
         self.optimizer = self._build_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_lambda())
-        self.amp_dtype = autocast_dtype(self.device, tcfg["amp"])
 
         self.hooks: list[Hook] = []
         if float(tcfg["ema"]) > 0:
@@ -194,6 +198,23 @@ class Trainer:
         rows = torch.randperm(len(self.loader.images), generator=torch.Generator().manual_seed(int(self.cfg["seed"])))
         rows = rows[:n]
         recalibrate_batchnorm(model, (view(self.loader.images[rows[i:i + 256]]) for i in range(0, len(rows), 256)))
+
+    def _cache_frozen(self, model: nn.Module) -> None:
+        """``train.cache_frozen``: the loaders serve the frozen blocks' output for each face and its
+        mirror, and the method's views pick from them (:mod:`ferkit.engine.trunk_cache`)."""
+        check_cacheable(model)
+        cache_dir = self.cfg["train"].get("cache_dir") or Path(self.cfg["output_dir"]) / ".trunk_cache"
+        d = self.cfg["data"]
+        pre = {"image_size": d["image_size"], "channels": self.channels, "mean": d["mean"], "std": d["std"],
+               "view": self.cfg["augment"]["eval"], "amp": str(self.amp_dtype)}
+        for loader in (self.loader, self.u_loader):
+            if loader is not None:
+                loader.images = cached_trunk(model.backbone, loader.images, self.eval_view, self.device,
+                                             self.amp_dtype, Path(cache_dir), pre,
+                                             progress=bool(self.cfg["train"]["progress"]) and self.rank == 0)
+        feats = self.cfg["augment"]["features"]
+        self.method.views = {p: feature_view(feats.get(p), pick="face" if p == "eval" else "random")
+                             for p in ("train", "eval", "weak", "strong")}
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         ocfg = self.cfg["optim"]

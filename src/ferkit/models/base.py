@@ -31,6 +31,14 @@ class Backbone(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
+    #: channels of the frozen blocks' output, which ``forward_features`` also accepts in place of
+    #: images (0: this backbone has no frozen trunk to cache; see ``train.cache_frozen``)
+    trunk_channels: int = 0
+
+    def trunk(self, x: Tensor) -> Tensor:
+        """The frozen blocks' output for an image batch (backbones with ``trunk_channels`` > 0)."""
+        raise NotImplementedError(f"{type(self).__name__} has no frozen trunk to cache")
+
     def feature_map(self, feats: Tensor) -> Tensor:
         return feats
 

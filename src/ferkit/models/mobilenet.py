@@ -12,7 +12,10 @@ the converted network matches the original to float rounding (tested against an 
 interpreter of the TF.js graph).
 
 ``frozen_blocks`` (0-14: the stem is block 0) stops gradients and keeps BatchNorm statistics of
-the first blocks, the cheap way to fine-tune on a CPU.
+the first blocks, the cheap way to fine-tune on a CPU. Their output can then be computed once per
+face and cached (``train.cache_frozen``, :mod:`ferkit.engine.trunk_cache`): :meth:`MobileNetV1.trunk`
+computes it, and ``forward_features`` takes either an image batch or such cached trunk output
+(told apart by the channel count: images have 1 or 3 channels, the trunk's output 32 or more).
 """
 
 from __future__ import annotations
@@ -106,7 +109,25 @@ class MobileNetV1(Backbone):
             module.eval()
         return self
 
+    @property
+    def trunk_channels(self) -> int:
+        """Channels of the frozen blocks' output (0 when nothing is frozen)."""
+        if self.frozen_blocks == 0:
+            return 0
+        return 32 if self.frozen_blocks == 1 else BLOCKS[self.frozen_blocks - 2][0]
+
+    def trunk(self, x: Tensor) -> Tensor:
+        """The frozen blocks' output for an image batch: what ``train.cache_frozen`` caches."""
+        for module in self.frozen_modules():
+            x = module(x)
+        return x
+
     def forward_features(self, x: Tensor) -> Tensor:
+        if self.frozen_blocks and x.shape[1] == self.trunk_channels and x.shape[1] != self.stem.conv.in_channels:
+            upper = [self.stem, *self.blocks][self.frozen_blocks:]  # x is cached trunk output
+            for module in upper:
+                x = module(x)
+            return x
         return self.blocks(self.stem(x))
 
 
