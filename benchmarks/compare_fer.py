@@ -35,10 +35,8 @@ import argparse
 import contextlib
 import importlib.resources
 import importlib.util
-import math
 import os
 import platform
-import statistics
 import sys
 import time
 import types
@@ -51,6 +49,7 @@ import cv2
 import numpy as np
 import torch
 
+from ferkit.evaluation.speed import timed_rate
 from ferkit.labels import canonical, match_labels
 
 from _common import FER2013, REPO, environment, results_dir, write_json
@@ -132,23 +131,17 @@ def package_versions() -> dict[str, str | None]:
 
 # ---- timing -------------------------------------------------------------------------------------
 def throughput(step: Callable[[], Any], units: int, repeats: int, min_repeat_s: float, warmup: int) -> dict:
-    """Units per second of ``step`` (which handles ``units`` items): ``warmup`` untimed calls, then
-    ``repeats`` timed repeats of k calls each, k chosen so a repeat lasts ``min_repeat_s``."""
-    for _ in range(max(1, warmup)):
+    """Units per second of ``step`` (which handles ``units`` items), timed by ferkit's one timer
+    (``ferkit.evaluation.speed.timed_rate``): ``warmup`` untimed calls, then ``repeats`` timed repeats
+    of k calls each, k chosen so a repeat lasts ``min_repeat_s``; reported as this benchmark always has."""
+    def call() -> int:
         step()
-    t0 = time.perf_counter()
-    step()
-    k = max(1, math.ceil(min_repeat_s / max(time.perf_counter() - t0, 1e-6)))
-    rates = []
-    load_before = loadavg()
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(k):
-            step()
-        rates.append(units * k / (time.perf_counter() - t0))
-    return {"median": statistics.median(rates), "min": min(rates), "max": max(rates), "repeats": repeats,
-            "calls_per_repeat": k, "units_per_call": units, "rates": [round(r, 2) for r in rates],
-            "load_before": load_before, "load_after": loadavg()}
+        return units
+
+    r = timed_rate(call, repeats, min_repeat_s, warmup=max(1, warmup), calls="calibrate")
+    return {"median": r["median"], "min": r["min"], "max": r["max"], "repeats": repeats,
+            "calls_per_repeat": r["calls_per_repeat"], "units_per_call": units,
+            "rates": [round(x, 2) for x in r["rates"]], "load_before": r["load_before"], "load_after": r["load_after"]}
 
 
 # ---- classifiers ---------------------------------------------------------------------------------

@@ -222,3 +222,29 @@ def test_write_metrics(tmp_path):
     paths = write_metrics(m, tmp_path / "m.json", probs, labels, CLASSES, plot_dir=tmp_path / "plots")
     assert [p.name for p in paths[1:]] == ["confusion_matrix.png", "reliability.png"]
     assert json.loads((tmp_path / "m.json").read_text())["plots"]["reliability"] == "plots/reliability.png"
+
+
+def test_timed_rate_is_the_one_timer_of_every_speed_figure():
+    """ferkit benchmark ("until"), compare_fer ("calibrate") and onnx_engine (one pass per timing) share it."""
+    import time
+
+    from ferkit.evaluation.speed import timed_rate
+
+    calls: list[int] = []
+
+    def fn() -> int:
+        calls.append(1)
+        return 4
+
+    r = timed_rate(fn, repeats=3, warmup=2, calls=5)
+    assert len(calls) == 2 + 3 * 5 and r["calls_per_repeat"] == 5 and len(r["rates"]) == 3 and r["repeats"] == 3
+    assert r["min"] <= r["median"] <= r["max"] and r["median"] > 0
+    calls.clear()
+    warm: list[int] = []
+    r = timed_rate(fn, repeats=2, min_seconds=0.0, warmup=lambda: warm.append(1), calls="calibrate")
+    assert warm == [1] and r["calls_per_repeat"] == 1 and len(calls) == 1 + 2  # the calibration call, then 2 x 1
+    r = timed_rate(lambda: (time.sleep(0.002), 1)[1], repeats=2, min_seconds=0.01)
+    assert r["calls_per_repeat"] is None and all(x < 1 / 0.002 for x in r["rates"])
+    assert {"load_1min_before", "load_1min_after", "load_before", "load_after"} <= set(r)
+    with pytest.raises(ValueError, match="calls must be"):
+        timed_rate(fn, calls="sometimes")

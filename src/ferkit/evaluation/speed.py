@@ -14,6 +14,7 @@ jobs on the same cores) is the most common reason for a slow figure.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -23,22 +24,63 @@ from typing import Any
 import numpy as np
 
 
-def timed_rate(fn: Callable[[], int], repeats: int = 5, min_seconds: float = 0.5) -> dict[str, Any]:
-    """Items per second of ``fn`` (which returns how many items it processed): one warm-up call,
-    then ``repeats`` timings, each repeating ``fn`` for at least ``min_seconds``."""
-    fn()
+def _load_1min() -> float | None:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def _loadavg() -> list[float] | None:
+    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def timed_rate(fn: Callable[[], int], repeats: int = 5, min_seconds: float = 0.5, *,
+               warmup: int | Callable[[], Any] = 1, calls: int | str = "until") -> dict[str, Any]:
+    """Items per second of ``fn`` (which returns how many items it processed): the one timer of
+    ``ferkit benchmark`` and the speed benchmarks, so their rates are measured alike.
+
+    ``warmup``: untimed calls of ``fn`` first (or a function to call instead). Each of the
+    ``repeats`` timings then runs ``fn``: ``calls="until"`` as often as it takes to last at least
+    ``min_seconds``; ``calls="calibrate"`` k times, k fixed once from one more untimed call so a
+    timing lasts about ``min_seconds``; an int, that many times. Returns the median, min and max
+    rate, each timing's rate, the calls per timing (None for "until") and the load averages around
+    the timings (a busy machine is the usual reason for a slow figure): ``load_1min_*`` the 1-minute
+    one, ``load_*`` all three.
+    """
+    if callable(warmup):
+        warmup()
+    else:
+        for _ in range(warmup):
+            fn()
+    k: int | None = None
+    if calls == "calibrate":
+        t0 = time.perf_counter()
+        fn()
+        k = max(1, math.ceil(min_seconds / max(time.perf_counter() - t0, 1e-6)))
+    elif isinstance(calls, int):
+        k = max(1, calls)
+    elif calls != "until":
+        raise ValueError(f"calls must be 'until', 'calibrate' or a count, not {calls!r}")
     rates = []
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    load, loads = _load_1min(), _loadavg()
     for _ in range(max(1, repeats)):
         n, t0 = 0, time.perf_counter()
-        while True:
-            n += fn()
+        if k is None:
+            while True:
+                n += fn()
+                dt = time.perf_counter() - t0
+                if dt >= min_seconds:
+                    break
+        else:
+            for _ in range(k):
+                n += fn()
             dt = time.perf_counter() - t0
-            if dt >= min_seconds:
-                break
         rates.append(n / dt)
     return {"median": statistics.median(rates), "min": min(rates), "max": max(rates), "repeats": len(rates),
-            "load_1min_before": load, "load_1min_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+            "rates": rates, "calls_per_repeat": k, "load_1min_before": load, "load_1min_after": _load_1min(),
+            "load_before": loads, "load_after": _loadavg()}
+
+
+#: what ``ferkit benchmark`` reports of a timing
+SUMMARY_KEYS = ("median", "min", "max", "repeats", "load_1min_before", "load_1min_after")
 
 
 def letterbox(img: np.ndarray, w: int = 640, h: int = 480) -> np.ndarray:
@@ -64,7 +106,9 @@ def classifier_speed(recognizer: Any, batch: int = 256, faces: int = 1024, repea
             recognizer.model.classify(crops[i:i + batch], batch_size=batch, tta_flip=recognizer.tta_flip)
         return faces
 
-    return {"batch": batch, "crop": f"{size}x{size} {'gray' if channels == 1 else 'RGB'}", **timed_rate(run, repeats)}
+    rate = timed_rate(run, repeats)
+    return {"batch": batch, "crop": f"{size}x{size} {'gray' if channels == 1 else 'RGB'}",
+            **{k: rate[k] for k in SUMMARY_KEYS}}
 
 
 def end_to_end_speed(recognizer: Any, photos: list[np.ndarray], repeats: int = 5) -> dict[str, Any]:
@@ -74,7 +118,7 @@ def end_to_end_speed(recognizer: Any, photos: list[np.ndarray], repeats: int = 5
             recognizer.predict(p)
         return len(photos)
 
-    rate = timed_rate(run, repeats)
+    rate = {k: v for k, v in timed_rate(run, repeats).items() if k in SUMMARY_KEYS}
     stages = {"detect": 0.0, "align": 0.0, "classify": 0.0}
     for p in photos:
         a = time.perf_counter()
