@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 
-from apsm_experiments import epoch_rows
 from ce_baseline import collect
 from ferkit.data import load_dataset
 from ferkit.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -33,6 +32,7 @@ from ferkit.engine.model_io import load_model
 from ferkit.errors import InputError
 from ferkit.evaluation.calibration import fit_temperature, fold_temperature
 from ferkit.evaluation.report import make_report
+from ferkit.experiments.core import epoch_rows
 from ferkit.metrics import compute_metrics
 
 from _common import FER2013, REPO, environment, results_dir, run_cli, write_json

@@ -99,7 +99,8 @@ def test_lower_layers_never_import_upper_ones():
     graph = _graph()
     lower = ("ferkit.labels", "ferkit.data", "ferkit.models", "ferkit.zoo", "ferkit.errors", "ferkit.atomic",
              "ferkit.metrics", "ferkit.registry", "ferkit.torch_files")
-    upper = ("ferkit.engine", "ferkit.methods", "ferkit.inference", "ferkit.evaluation", "ferkit.serve", "ferkit.cli")
+    upper = ("ferkit.engine", "ferkit.methods", "ferkit.inference", "ferkit.evaluation", "ferkit.serve",
+             "ferkit.experiments", "ferkit.cli")
     bad = sorted(f"{m} -> {d}" for m, deps in graph.items() if m.startswith(lower)
                  for d in deps if d.startswith(upper))
     assert bad == []
@@ -107,3 +108,11 @@ def test_lower_layers_never_import_upper_ones():
                        for d in deps if d.startswith(("ferkit.inference", "ferkit.evaluation", "ferkit.serve",
                                                       "ferkit.cli")))
     assert engine_up == []
+    # ferkit.experiments (the grid runner) sits above engine / methods / evaluation / inference and below the cli
+    experiments_up = sorted(f"{m} -> {d}" for m, deps in graph.items() if m.startswith("ferkit.experiments")
+                            for d in deps if d.startswith(("ferkit.cli", "ferkit.serve")))
+    assert experiments_up == []
+    into_experiments = sorted(f"{m} -> {d}" for m, deps in graph.items()
+                              if not m.startswith(("ferkit.experiments", "ferkit.cli"))
+                              for d in deps if d.startswith("ferkit.experiments"))
+    assert into_experiments == []

@@ -1,18 +1,19 @@
-"""Issue 7's noise benchmark: the committed config's grid, the goal arithmetic, and the script end to end on
-tiny synthetic FER2013 / FER+ files (2 methods x 2 rates + natural noise, 1 epoch of `compact`)."""
+"""Issue 7's noise benchmark (``kind: noise``): the committed config's grid, the goal arithmetic, and
+``ferkit experiment`` end to end on tiny synthetic FER2013 / FER+ files (2 methods x 2 rates + natural
+noise, 1 epoch of `compact`)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from ferkit.cli import experiment as experiment_command
 from ferkit.errors import ConfigError
+from ferkit.experiments import load_experiment, noise
 from ferkit.labels import FER2013, FERPLUS_COLUMNS
 
 from synthetic import synthetic_faces, write_fer2013_csv
@@ -22,12 +23,9 @@ CONFIG = REPO / "configs" / "experiments" / "noise_fer2013.yaml"
 N_TRAIN, N_TEST = 280, 70
 
 
-def _script():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("noise_benchmark", REPO / "benchmarks" / "noise_benchmark.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def experiment(argv: list) -> dict | None:
+    """``ferkit experiment ARGV`` in this process: the record it wrote (None for a dry run); errors raise."""
+    return experiment_command.main(args=[str(a) for a in argv], standalone_mode=False)
 
 
 def _write_votes(folder: Path) -> np.ndarray:
@@ -62,34 +60,32 @@ def bench(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("noise")
     csv = write_fer2013_csv(tmp / "fer.csv", n_train=N_TRAIN, n_test=N_TEST)
     disagree = _write_votes(tmp)
-    mod = _script()
     argv = [str(CONFIG), "--only", "method=ce,scn", "--only", "noise=0,20,natural", "--epochs", "1",
             "--limit-train", "210", "--runs", str(tmp / "runs"), "--out", str(tmp / "results"), "--device", "cpu",
             "model.name=compact", f"data.path={csv}", "data.options.cache=false", "optim.batch_size=32",
             "train.threads=1"]
-    table = mod.main(argv)
-    yield {"mod": mod, "tmp": tmp, "argv": argv, "table": table, "disagree": disagree}
+    table = experiment(argv)
+    yield {"tmp": tmp, "argv": argv, "table": table, "disagree": disagree}
     torch.set_num_threads(n)
 
 
 def test_dry_run_lists_cells(capsys):
-    mod = _script()
-    assert mod.main([str(CONFIG), "--dry-run"]) is None
+    assert experiment([str(CONFIG), "--dry-run"]) is None
     out = capsys.readouterr().out
     assert out.startswith("25 of 25 cells (20 trainings)")
     for name in ("ce_0", "apsm_10", "eac_20", "scn_30", "rul_natural"):
         assert f"  {name} " in out
     assert "rul_natural" in out and "(model of rul_0)" in out and "test=ferplus PublicTest" in out
     assert "model=compact_wide" in out and "epochs=25" in out and "lr=0.002" in out and "px=48" in out
-    mod.main([str(CONFIG), "--dry-run", "--only", "noise=10,natural", "--only", "method=eac",
+    experiment([str(CONFIG), "--dry-run", "--only", "noise=10,natural", "--only", "method=eac",
               "--epochs", "2", "--limit-train", "500"])
     out = capsys.readouterr().out
     assert out.startswith("2 of 25 cells (2 trainings)") and "noise_fer2013-e2-n500" in out
     assert "eac_10 " in out and "noise_rate=0.1 " in out and "limit_train=500" in out
     with pytest.raises(ConfigError, match="unknown value"):
-        mod.main([str(CONFIG), "--dry-run", "--only", "noise=15"])
+        experiment([str(CONFIG), "--dry-run", "--only", "noise=15"])
     with pytest.raises(ConfigError, match="noise axis"):
-        mod.main([str(CONFIG), "--dry-run", "data.noise_rate=0.4"])
+        experiment([str(CONFIG), "--dry-run", "data.noise_rate=0.4"])
 
 
 def test_config_matches_the_methods_own_configs():
@@ -110,12 +106,11 @@ def test_config_matches_the_methods_own_configs():
 
 
 def test_goal_check_arithmetic():
-    mod = _script()
-    exp = mod.load_experiment(CONFIG)
+    exp = load_experiment(CONFIG)
     acc = {"ce": [0.60, 0.58, 0.55, 0.50], "eac": [0.62, 0.615, 0.605, 0.59]}
     rows = [{"cell": f"{m}_{n}", "method": m, "noise": n, "accuracy": a, "macro_f1": a / 2, "detection": None}
             for m, accs in acc.items() for n, a in zip(("0", "10", "20", "30"), accs)]
-    s = mod.summarise(rows, exp)
+    s = noise.summarise(rows, exp)
     assert s["drop_points"]["ce"] == pytest.approx({"10": 2.0, "20": 5.0, "30": 10.0})
     assert s["drop_points"]["eac"] == pytest.approx({"10": 0.5, "20": 1.5, "30": 3.0})
     g = s["goal"]
@@ -126,20 +121,19 @@ def test_goal_check_arithmetic():
     assert g["best_accuracy_per_rate"]["30"]["method"] == "eac"
     assert s["reference"]["drop_points"] == {"10": 1.7, "20": 3.0, "30": 5.1}
     assert s["goal"]["per_method"]["apsm"]["all"] is None  # no cells: neither met nor failed
-    assert mod.summarise([r for r in rows if r["method"] == "ce"], exp)["goal"]["met"] is None  # others missing
-    md = mod.markdown_table(s, exp, {"git_commit": "abc"}, {"data": "fer2013", "test": "PublicTest",
+    assert noise.summarise([r for r in rows if r["method"] == "ce"], exp)["goal"]["met"] is None  # others missing
+    md = noise.markdown_table(s, exp, {"git_commit": "abc"}, {"data": "fer2013", "test": "PublicTest",
                                                             "noise_seed": 0, "epochs": 25})
     assert "| eac | 0.50 | 1.50 | 3.00 | yes |" in md and "| ce | 2.00 | 5.00 | 10.00 | no |" in md
     assert "| EAC on RAF-DB (paper) | 1.7 | 3.0 | 5.1 |" in md and "**met** (by eac)" in md
 
 
 def test_detection_auroc_known_answer():
-    mod = _script()
     noisy = np.array([1, 1, 0, 0, 0, 0], bool)
     sig = {"perfect": np.array([5.0, 4, 1, 1, 0, 0]), "inverted": np.array([0.0, 0, 1, 1, 5, 4])}
-    d = mod.detection(sig, noisy, np.ones(6, bool))
+    d = noise.detection(sig, noisy, np.ones(6, bool))
     assert d["auroc"] == {"perfect": 1.0, "inverted": 0.0} and d["n_noisy"] == 2 and d["n"] == 6
-    assert mod.detection(sig, np.zeros(6, bool), np.ones(6, bool))["auroc"]["perfect"] is None
+    assert noise.detection(sig, np.zeros(6, bool), np.ones(6, bool))["auroc"]["perfect"] is None
 
 
 def test_end_to_end(bench):
@@ -189,9 +183,8 @@ def test_end_to_end(bench):
 
 
 def test_finished_cells_are_skipped_and_other_configs_refused(bench, capsys):
-    mod = bench["mod"]
-    mod.main(bench["argv"])
+    experiment(bench["argv"])
     assert capsys.readouterr().out.count("done, skipped") == 6
     changed = [a if a != "optim.batch_size=32" else "optim.batch_size=16" for a in bench["argv"]]
     with pytest.raises(ConfigError, match="trained with another config .*optim.batch_size"):
-        mod.main(changed)
+        experiment(changed)

@@ -1,21 +1,21 @@
-"""The issue 9 experiment scripts: the SSL grid (cells, budget checks, table, goal, plots) and the
+"""The issue 9 experiments (``ferkit experiment``): the SSL grid (cells, budget checks, table, goal, plots) and the
 cross-dataset evaluation (label matching, dropped rows, per-pair confusion matrices), on tiny
 synthetic data so they stay well under a second of training each."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 import yaml
 
+from ferkit.cli import experiment as experiment_command
 from ferkit.engine.config import load_config
 from ferkit.errors import ConfigError
+from ferkit.experiments import core, cross_dataset, open_experiment, ssl
 from ferkit.labels import FER2013, FERPLUS_COLUMNS
 
 from synthetic import synthetic_faces, write_fer2013_csv
@@ -26,37 +26,32 @@ CROSS_CONFIG = REPO / "configs/experiments/cross_dataset.yaml"
 N_TRAIN, N_TEST = 280, 70
 
 
-def _script(name: str) -> ModuleType:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def experiment(argv: list) -> dict | None:
+    """``ferkit experiment ARGV`` in this process: the record it wrote (None for a dry run); errors raise."""
+    return experiment_command.main(args=[str(a) for a in argv], standalone_mode=False)
 
 
 # ---- the SSL grid ------------------------------------------------------------------------------------
 def test_dry_run_lists_the_cells(capsys):
-    mod = _script("ssl_benchmark")
-    assert mod.main([str(SSL_CONFIG), "--dry-run"]) is None
+    assert experiment([str(SSL_CONFIG), "--dry-run"]) is None
     out = capsys.readouterr().out
     assert out.startswith("24 of 24 cells") and "labelled=4000" in out and "steps_per_epoch=125" in out
     for cell in ("ce_s0", "remixmatch_s2", "adacm-3weak_s1", "adacm-2strong_s0"):
         assert f"  {cell} " in out, cell
     assert "adacm-3weak_s1         new      seed=1 method=adacm weak_views=3 strong_views=1" in out
-    mod.main([str(SSL_CONFIG), "--dry-run", "--only", "method=adacm,fixmatch", "--only", "seed=1", "--epochs", "2",
+    experiment([str(SSL_CONFIG), "--dry-run", "--only", "method=adacm,fixmatch", "--only", "seed=1", "--epochs", "2",
               "--steps-per-epoch", "5", "--limit-train", "3000", "--labelled", "300"])
     out = capsys.readouterr().out
     assert out.startswith("2 of 24 cells") and "ssl_fer2013_4000-e2-n3000-s5-l300" in out
     assert "labelled=300" in out and "fixmatch_s1" in out and "adacm_s0" not in out
     with pytest.raises(ConfigError, match="unknown value"):
-        mod.main([str(SSL_CONFIG), "--dry-run", "--only", "method=vat"])
+        experiment([str(SSL_CONFIG), "--dry-run", "--only", "method=vat"])
     with pytest.raises(ConfigError, match="give --labelled"):
-        mod.main([str(SSL_CONFIG), "--dry-run", "--limit-train", "3000"])
+        experiment([str(SSL_CONFIG), "--dry-run", "--limit-train", "3000"])
 
 
 def test_cpu_config_is_the_full_one_shrunk(capsys):
     """ssl_fer2013_cpu.yaml keeps the methods and labels of the full grid; only the budget shrinks."""
-    mod = _script("ssl_benchmark")
     full = yaml.safe_load(SSL_CONFIG.read_text())
     cpu = yaml.safe_load((REPO / "configs/experiments/ssl_fer2013_cpu.yaml").read_text())
     assert list(cpu["grid"]["method"]) == list(full["grid"]["method"]) and cpu["grid"]["seed"] == [0, 1]
@@ -64,73 +59,66 @@ def test_cpu_config_is_the_full_one_shrunk(capsys):
     for name in ("fixmatch", "adacm", "adacm-3weak", "adacm-2strong"):
         assert cpu["grid"]["method"][name] == full["grid"]["method"][name], name
     assert cpu["compare"] == full["compare"]
-    mod.main([str(REPO / "configs/experiments/ssl_fer2013_cpu.yaml"), "--dry-run"])
+    experiment([str(REPO / "configs/experiments/ssl_fer2013_cpu.yaml"), "--dry-run"])
     out = capsys.readouterr().out
     assert out.startswith("16 of 16 cells") and "model=compact" in out and "unlabelled_ratio=3" in out
 
 
-def test_runner_errors_are_one_line(tmp_path):
-    """A bad config is one line on stderr and exit status 2, for every grid runner."""
+def test_old_runner_commands_are_ferkit_experiment(tmp_path):
+    """The old scripts still run (as ``ferkit experiment``): a bad config is one line on stderr, exit status 2."""
     import subprocess
 
     for name in ("ssl_benchmark", "noise_benchmark", "apsm_experiments", "cross_dataset"):
         res = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), str(tmp_path / "no.yaml"),
                               "--dry-run"], capture_output=True, text=True, cwd=REPO, timeout=120)
         assert res.returncode == 2, (name, res.stderr)
-        assert res.stderr.strip().count("\n") == 0 and res.stderr.startswith(f"{name}: error:"), res.stderr
+        assert res.stderr.strip().count("\n") == 0 and res.stderr.startswith("ferkit: error: experiment config "
+                                                                            "not found"), res.stderr
 
 
 def test_grid_is_the_committed_run_configs():
     """Each method's cell is configs/<method>_fer2013_4000_0.yaml (the variants: Ada-CM's plus one key)."""
-    mod = _script("ssl_benchmark")
-    apsm = _script("apsm_experiments")
-    exp = mod.load_ssl_experiment(SSL_CONFIG)
-    args = mod.parse_args([str(SSL_CONFIG)])
     variants = {"adacm-3weak": ("adacm", ["method.weak_views=3"]),
                 "adacm-2strong": ("adacm", ["method.strong_views=2"])}
-    for cell in apsm.grid_cells(exp):
+    for cell in open_experiment(SSL_CONFIG).plan(REPO / "runs"):
         if cell["axes"]["seed"] != 0:
             continue
         m = cell["axes"]["method"]
         base, extra = variants.get(m, (m, []))
         committed = load_config(REPO / f"configs/{base}_fer2013_4000_0.yaml", extra)
-        mine = apsm.cell_config(exp, cell, mod.cell_args(args), REPO / "runs")
-        diff = [k for k in apsm.config_differences(committed, mine) if k not in ("name", "output_dir")]
+        diff = [k for k in core.config_differences(committed, cell["cfg"]) if k not in ("name", "output_dir")]
         assert diff == [], (m, diff)
 
 
 def test_a_cell_with_another_budget_is_refused(tmp_path):
-    mod = _script("ssl_benchmark")
     exp = yaml.safe_load(SSL_CONFIG.read_text())
     exp["grid"]["method"]["fixmatch"]["optim"] = {"lr": 0.03}
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(exp))
     with pytest.raises(ConfigError, match="differ in optim.lr"):
-        mod.main([str(path), "--dry-run"])
+        experiment([str(path), "--dry-run"])
     exp["plots"]["methods"] = ["adacm-4weak"]
     path.write_text(yaml.safe_dump(exp))
     with pytest.raises(ConfigError, match="plots.methods names adacm-4weak"):
-        mod.main([str(path), "--dry-run"])
+        experiment([str(path), "--dry-run"])
 
 
 def test_goal_check_pairs_by_seed():
-    mod = _script("ssl_benchmark")
     rows = [{"method": m, "seed": s, "accuracy": a} for m, s, a in [
         ("adacm", 0, 0.60), ("adacm", 1, 0.62), ("fixmatch", 0, 0.58), ("fixmatch", 1, 0.63),
         ("ce", 0, 0.50), ("ce", 1, 0.52)]]
-    g = mod.goal_check(rows, {"method": "adacm", "baselines": ["fixmatch", "ce"]})
+    g = ssl.goal_check(rows, {"method": "adacm", "baselines": ["fixmatch", "ce"]})
     fm = g["baselines"]["fixmatch"]
     assert g["met"] is True and fm["met"] is True and fm["seeds_higher"] == 1
     assert fm["difference"] == pytest.approx(0.005) and fm["paired_differences"] == pytest.approx([0.02, -0.01])
     assert fm["paired"]["std"] == pytest.approx(np.std([0.02, -0.01], ddof=1))
     rows[0]["accuracy"] = 0.55
-    assert mod.goal_check(rows, {"method": "adacm", "baselines": ["fixmatch", "ce"]})["met"] is False
-    g = mod.goal_check(rows[:4], {"method": "adacm", "baselines": ["fixmatch", "ce"]})
+    assert ssl.goal_check(rows, {"method": "adacm", "baselines": ["fixmatch", "ce"]})["met"] is False
+    g = ssl.goal_check(rows[:4], {"method": "adacm", "baselines": ["fixmatch", "ce"]})
     assert g["met"] is None and g["baselines"]["ce"]["reason"] == "no finished cell of ce"
 
 
 def test_curves_average_runs_and_keep_gaps(tmp_path):
-    mod = _script("ssl_benchmark")
     for i, (m, p) in enumerate([(0.8, None), (0.9, 0.5)]):
         d = tmp_path / f"r{i}"
         d.mkdir()
@@ -138,12 +126,12 @@ def test_curves_average_runs_and_keep_gaps(tmp_path):
                 {"kind": "epoch", "epoch": 0, "margin/happiness": 0.8, "pl_above_precision": None},
                 {"kind": "epoch", "epoch": 1, "margin/happiness": m, "pl_above_precision": p}]
         (d / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    c = mod.method_curves([tmp_path / "r0", tmp_path / "r1", tmp_path / "absent"])
+    c = ssl.method_curves([tmp_path / "r0", tmp_path / "r1", tmp_path / "absent"])
     assert c["epochs"] == [1, 2] and c["runs"] == 2
     s = c["series"]["margin/happiness"]
     assert s["mean"] == pytest.approx([0.8, 0.85]) and s["min"] == pytest.approx([0.8, 0.8]) and s["max"][1] == 0.9
     assert c["series"]["pl_above_precision"]["mean"] == [None, 0.5]
-    png = mod.plot_pseudo_labels(c, tmp_path / "pl.png", "t")
+    png = ssl.plot_pseudo_labels(c, tmp_path / "pl.png", "t")
     assert png.stat().st_size > 2000
 
 
@@ -155,13 +143,12 @@ def grid(tmp_path_factory):
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("ssl")
     csv = write_fer2013_csv(tmp / "fer.csv", N_TRAIN, N_TEST)
-    mod = _script("ssl_benchmark")
     argv = [str(SSL_CONFIG), "--only", "method=ce,adacm", "--only", "seed=0", "--epochs", "1", "--steps-per-epoch",
             "3", "--labelled", "70", "--runs", str(tmp / "runs"), "--out", str(tmp / "results"), "--device", "cpu",
             "model.name=compact", f"data.path={csv}", "data.options.cache=false", "optim.batch_size=16",
             "data.unlabelled_ratio=2", "augment.options.weak.translate=0.04", "train.threads=1", "train.log_every=1"]
-    table = mod.main(argv)
-    return {"mod": mod, "tmp": tmp, "csv": csv, "argv": argv, "table": table}
+    table = experiment(argv)
+    return {"tmp": tmp, "csv": csv, "argv": argv, "table": table}
 
 
 def test_grid_end_to_end(grid):
@@ -192,11 +179,11 @@ def test_grid_end_to_end(grid):
 
 
 def test_grid_skips_finished_cells_and_refuses_other_configs(grid, capsys):
-    grid["mod"].main(grid["argv"])
+    experiment(grid["argv"])
     assert capsys.readouterr().out.count("done, skipped") == 2
     changed = [a if a != "optim.batch_size=16" else "optim.batch_size=8" for a in grid["argv"]]
     with pytest.raises(ConfigError, match="trained with another config .*optim.batch_size"):
-        grid["mod"].main(changed)
+        experiment(changed)
 
 
 # ---- cross-dataset -------------------------------------------------------------------------------------
@@ -229,7 +216,6 @@ def test_cross_dataset_end_to_end(grid, tmp_path, capsys):
     from ferkit.engine.model_io import load_model
     from ferkit.evaluation.evaluate import align_labels
 
-    mod = _script("cross_dataset")
     csv = grid["csv"]
     counts = _write_votes(csv.parent)
     faces, _ = synthetic_faces(6, seed=3)
@@ -246,9 +232,9 @@ def test_cross_dataset_end_to_end(grid, tmp_path, capsys):
     out = tmp_path / "res"
     argv = [str(cfg), "--model", f"ce={run_dir}", "--dataset", f"folder={tmp_path / 'folder'}", "--out", str(out),
             "--device", "cpu", "--threads", "1"]
-    assert mod.main([*argv, "--model", "accurate", "--dry-run"]) is None
+    assert experiment([*argv, "--model", "accurate", "--dry-run"]) is None
     assert "model   accurate       accurate  (found)" in capsys.readouterr().out
-    table = mod.main(argv)
+    table = experiment(argv)
     pairs = {(r["model"], r["dataset"]): r for r in table["pairs"]}
     assert list(pairs) == [("ce", "fer2013"), ("ce", "ferplus"), ("ce", "folder")]
 
@@ -271,9 +257,9 @@ def test_cross_dataset_end_to_end(grid, tmp_path, capsys):
     assert sorted(fo["labels_with_rows"]) == ["happiness", "sadness"] and fo["model_labels_unused"] == []
     for r in table["pairs"]:
         assert (out / r["confusion_png"]).stat().st_size > 2000 and (out / r["metrics_json"]).is_file()
-    bundled = mod.model_file("accurate", "last")
-    assert bundled.name.endswith(".pt") and "FER2013 Training" in mod.trained_on("accurate", bundled)
-    assert mod.parse_models(["fast", "runs/a/checkpoints/last.pt", "b=runs/a"]) == {
+    bundled = cross_dataset.model_file("accurate", "last")
+    assert bundled.name.endswith(".pt") and "FER2013 Training" in cross_dataset.trained_on("accurate", bundled)
+    assert cross_dataset.parse_models(["fast", "runs/a/checkpoints/last.pt", "b=runs/a"]) == {
         "fast": "fast", "a": "runs/a/checkpoints/last.pt", "b": "runs/a"}
     md = (out / "table.md").read_text()
     assert f"| contempt ({counts['contempt']}) |" in md and "R->A 33.18" in md
@@ -284,4 +270,4 @@ def test_cross_dataset_end_to_end(grid, tmp_path, capsys):
     assert f"ferplus {N_TEST - counts['not_face']} rows kept (not_face {counts['not_face']} left out)" in md
     assert json.loads((out / "table.json").read_text())["pairs"][0]["model"] == "ce"
     with pytest.raises(ConfigError, match="READER"):
-        mod.main([str(cfg), "--dataset", "jaffe", "--dry-run"])
+        experiment([str(cfg), "--dataset", "jaffe", "--dry-run"])

@@ -1,10 +1,8 @@
 """Issue 6's analyses: uncertainty bins, risk-coverage, error detection, vote agreement, occlusion,
-embeddings / silhouette / t-SNE, and the experiment script end to end on tiny synthetic data."""
+embeddings / silhouette / t-SNE (the analyses experiment end to end is in test_experiments.py)."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import sys
 from pathlib import Path
 
@@ -13,11 +11,10 @@ import pytest
 
 from ferkit.errors import ConfigError
 from ferkit.evaluation import uncertainty as U
-from ferkit.evaluation.embedding import embeddings, sample_rows, silhouette, tsne_plot
-from ferkit.labels import FER2013, FERPLUS_COLUMNS
+from ferkit.evaluation.embedding import sample_rows, silhouette, tsne_plot
 from ferkit.metrics import risk_coverage
 
-from synthetic import synthetic_faces, write_fer2013_csv
+from synthetic import synthetic_faces
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -219,158 +216,3 @@ def test_tsne_plot_and_missing_sklearn(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.manifold", None)
     with pytest.raises(ConfigError, match="t-SNE needs scikit-learn: pip install scikit-learn"):
         tsne_plot(x, y, ("a", "b", "c"), tmp_path / "t2.png")
-
-
-# ---- the experiment script end to end --------------------------------------------------------
-def _script():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("apsm_experiments", REPO / "benchmarks" / "apsm_experiments.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _write_votes(folder: Path, n_train: int = 280, n_test: int = 70) -> None:
-    """fer2013new.csv for write_fer2013_csv's rows: 6-10 votes for the row's own class."""
-    _, labels = synthetic_faces(n_train + n_test, seed=0)
-    rng = np.random.default_rng(5)
-    lines = ["Usage,Image name," + ",".join(FERPLUS_COLUMNS)]
-    for i, y in enumerate(labels):
-        v = np.zeros(10, int)
-        main = FERPLUS_COLUMNS.index(FER2013.to_name(int(y)))
-        k = int(rng.integers(6, 11))
-        v[main] = k
-        for j in rng.choice([c for c in range(8) if c != main], 10 - k):
-            v[j] += 1
-        usage = "Training" if i < n_train else "PublicTest"
-        lines.append(f"{usage},fer{i:07d}.png," + ",".join(map(str, v)))
-    (folder / "fer2013new.csv").write_text("\n".join(lines) + "\n")
-
-
-@pytest.fixture(scope="module")
-def ablation(tmp_path_factory):
-    """Two cells of the committed ablation config (CE and APSM PE+USL), 1 epoch of `compact` each."""
-    import torch
-
-    torch.set_num_threads(1)
-    tmp = tmp_path_factory.mktemp("apsm")
-    csv = write_fer2013_csv(tmp / "fer.csv")
-    _write_votes(tmp)
-    mod = _script()
-    argv = [str(REPO / "configs/experiments/apsm_ablation.yaml"), "--only", "backbone=resnet18",
-            "--only", "dataset=fer2013", "--only", "variant=baseline,pe+usl", "--only", "seed=0",
-            "--epochs", "1", "--runs", str(tmp / "runs"), "--out", str(tmp / "results"), "--device", "cpu",
-            "model.name=compact", f"data.path={csv}", "data.options.cache=false", "optim.batch_size=32",
-            "train.threads=1"]
-    table = mod.main(argv)
-    return {"mod": mod, "tmp": tmp, "csv": csv, "argv": argv, "table": table}
-
-
-def test_ablation_dry_run_lists_cells(capsys):
-    mod = _script()
-    assert mod.main([str(REPO / "configs/experiments/apsm_ablation.yaml"), "--dry-run"]) is None
-    out = capsys.readouterr().out
-    assert out.startswith("48 of 48 cells")
-    assert "vit_small_pe-usl_ferplus_s1" in out and "resnet50_usl_fer2013_s0" in out
-    mod.main([str(REPO / "configs/experiments/apsm_ablation.yaml"), "--dry-run", "--only", "variant=pe",
-              "--only", "backbone=resnet50,vit_small", "--epochs", "3"])
-    out = capsys.readouterr().out
-    assert out.startswith("8 of 48 cells") and "apsm_ablation-e3" in out and "pe=True usl=False" in out
-    with pytest.raises(ConfigError, match="unknown value"):
-        mod.main([str(REPO / "configs/experiments/apsm_ablation.yaml"), "--dry-run", "--only", "variant=pe+pe"])
-
-
-def test_ablation_end_to_end(ablation):
-    out = ablation["tmp"] / "results"
-    table = json.loads((out / "table.json").read_text())
-    cells = {r["cell"]: r for r in table["cells"]}
-    assert set(cells) == {"resnet18_baseline_fer2013_s0", "resnet18_pe-usl_fer2013_s0"}
-    assert cells["resnet18_pe-usl_fer2013_s0"]["uncertainty_kind"] == "method"
-    assert cells["resnet18_baseline_fer2013_s0"]["uncertainty_kind"] == "softmax_entropy"
-    for r in cells.values():
-        assert 0.0 <= r["accuracy"] <= 1.0 and r["n_val"] == 70 and r["epochs_trained"] == 1
-    assert len(table["groups"]) == 2 and len(table["missing"]) == 46
-    assert "git_commit" in table["environment"] and table["budget"]["epochs"] == 1
-    md = (out / "table.md").read_text()
-    assert "| resnet18 | baseline |" in md and "| resnet18 | pe+usl |" in md and "92.68" in md and "+4.32" in md
-    assert (out / "config.yaml").read_text() == (REPO / "configs/experiments/apsm_ablation.yaml").read_text()
-    assert (out / "cells" / "resnet18_pe-usl_fer2013_s0" / "config.yaml").is_file()
-    run_cfg = (ablation["tmp"] / "runs" / "resnet18_pe-usl_fer2013_s0" / "config.yaml").read_text()
-    assert "name: compact" in run_cfg and "lr: 0.0005" in run_cfg and "erase_p: 0.0" in run_cfg
-
-
-def test_ablation_skips_finished_cells_and_refuses_other_configs(ablation, capsys):
-    mod = ablation["mod"]
-    mod.main(ablation["argv"])
-    assert capsys.readouterr().out.count("done, skipped") == 2
-    changed = [a if a != "optim.batch_size=32" else "optim.batch_size=16" for a in ablation["argv"]]
-    with pytest.raises(ConfigError, match="trained with another config .*optim.batch_size"):
-        mod.main(changed)
-
-
-def test_a_method_option_added_later_at_its_default_is_no_difference():
-    """A run trained before an option existed behaved as its default: it stays reusable."""
-    mod = _script()
-    old = {"method": {"name": "apsm", "pe": True}, "optim": {"lr": 0.002}}
-    new = {"method": {"name": "apsm", "pe": True, "usl_warmup_epochs": 0}, "optim": {"lr": 0.002}}
-    assert mod.config_differences(old, new) == []
-    assert mod.config_differences(old, {**new, "method": {**new["method"], "usl_warmup_epochs": 4}}) == [
-        "method.usl_warmup_epochs"]
-    assert mod.config_differences({**old, "method": {"name": "ce"}}, {**new, "method": {"name": "ce", "x": 1}}) == [
-        "method.x"]  # not an option of the method: a difference
-    # a run-config key added to ferkit later, at its default (data.holdout), is none either
-    assert mod.config_differences(old, {**new, "data": {"holdout": None, "holdout_seed": 0}}) == []
-    assert mod.config_differences(old, {**new, "data": {"holdout": 0.1}}) == ["data.holdout"]
-
-
-def test_analyses_end_to_end(ablation, tmp_path):
-    import yaml
-
-    runs = ablation["tmp"] / "runs"
-    cfg = yaml.safe_load((REPO / "configs/experiments/apsm_analyses.yaml").read_text())
-    cfg["runs"] = {"baseline": str(runs / "resnet18_baseline_fer2013_s0"),
-                   "apsm": str(runs / "resnet18_pe-usl_fer2013_s0")}
-    cfg["data"].update(path=str(ablation["csv"]), options={"mode": "majority", "cache": False})
-    cfg["analyses"]["tsne"].update(sample=60, threads=1)
-    cfg["analyses"]["occlusion"]["fractions"] = [0.0, 0.25, 0.5]
-    path = tmp_path / "analyses.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    out = tmp_path / "res"
-    report = ablation["mod"].main([str(path), "--out", str(out), "--device", "cpu"])
-    for name in ("accuracy_by_uncertainty_apsm.png", "accuracy_by_uncertainty_baseline.png", "risk_coverage.png",
-                 "occlusion.png", "tsne_apsm.png", "tsne_baseline.png"):
-        assert (out / name).stat().st_size > 2000, name
-    saved = json.loads((out / "analyses.json").read_text())
-    assert saved["goals"] == json.loads(json.dumps(report["goals"]))
-    ap, bl = saved["runs"]["apsm"], saved["runs"]["baseline"]
-    assert ap["uncertainty_kind"] == "method" and bl["uncertainty_kind"] == "softmax_entropy"
-    assert len(ap["classes"]) == 7 and ap["n"] == 70
-    assert ap["label_mapping"]["data_only"] == ["contempt"]
-    assert sum(ap["uncertainty_bins"]["count"]) == ap["n"]
-    assert {"uncertainty", "softmax_entropy", "one_minus_max_prob"} <= set(ap["error_detection"]["auroc"])
-    assert set(ap["ferplus_votes"]) == {"votes", "votes_softmax_entropy", "soft_targets",
-                                        "soft_targets_softmax_entropy"}
-    assert ap["ferplus_votes"]["votes"]["n"] == ap["n"]
-    assert ap["occlusion"]["hidden_share"] == pytest.approx([0.0, 0.25, 0.5], abs=1e-3)
-    assert ap["occlusion"]["accuracy"][0] == pytest.approx(ap["accuracy"], abs=1e-9)
-    assert -1 <= ap["tsne"]["silhouette"] <= 1 and ap["tsne"]["feature_dim"] == 512
-    assert set(saved["risk_coverage"]) >= {"apsm: sigma^2", "apsm: entropy", "baseline: entropy"}
-    assert "vote_rho" in saved["goals"] and "accuracy_at_least_baseline" in saved["goals"]
-
-
-def test_embeddings_are_apsm_mu(ablation):
-    import torch
-
-    from ferkit.engine.batches import images_to_tensor
-    from ferkit.engine.model_io import load_model
-
-    run = ablation["tmp"] / "runs" / "resnet18_pe-usl_fer2013_s0"
-    model = load_model(run / "checkpoints" / "last.pt", device="cpu")
-    images, _ = synthetic_faces(10, seed=3)
-    f = embeddings(model, images, batch_size=4)
-    with torch.no_grad():
-        mu = model.net.heads(model.view(images_to_tensor(images, 1)))[0].numpy()
-    assert f.shape == (10, 512)
-    np.testing.assert_allclose(f, mu, atol=1e-5)
-    base = load_model(ablation["tmp"] / "runs" / "resnet18_baseline_fer2013_s0", device="cpu")
-    assert embeddings(base, images).shape == (10, base.net.model.feature_dim)

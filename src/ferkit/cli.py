@@ -69,6 +69,62 @@ def train(config: Path, overrides: tuple[str, ...], device: str | None, run_dir:
         click.echo(msg)
 
 
+@cli.command(context_settings={"ignore_unknown_options": False},
+             short_help="A paper table: a grid of runs, resumable cell by cell.")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("overrides", nargs=-1)
+@click.option("--only", multiple=True, help="Grid kinds: run only the cells with axis=value[,value...] "
+              "(repeatable; e.g. --only backbone=resnet18 --only seed=0).")
+@click.option("--dry-run", is_flag=True, help="List the cells (or pairs, or runs) and stop; nothing is trained.")
+@click.option("--device", default=None, help="auto | cpu | cuda | mps.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Grid kinds: train.epochs for every cell (also names the folders, e.g. <name>-e5).")
+@click.option("--limit-train", type=click.IntRange(min=1), default=None,
+              help="Grid kinds: a stratified training subset of N faces per cell.")
+@click.option("--limit-val", type=click.IntRange(min=1), default=None,
+              help="Grid kinds: a stratified validation subset of N faces per cell.")
+@click.option("--runs", default=None, help="Grid kinds: the folder of the cells' run directories "
+              "(default <runs_dir>/<name>[-budget], relative to the working directory).")
+@click.option("--out", default=None, help="The results folder (default <results_dir>/<name>[-budget]).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="analyses: a stratified subset of the analysed split.")
+@click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
+              help="ssl: train.steps_per_epoch for every cell.")
+@click.option("--labelled", default=None, help="ssl: data.labelled, a count or a fraction of the training rows.")
+@click.option("--model", "model", multiple=True, help="cross_dataset: [NAME=]MODEL, a bundled name, run directory, "
+              "model.pt or checkpoint (repeatable; replaces the config's models).")
+@click.option("--dataset", multiple=True, help="cross_dataset: READER[:SPLIT]=PATH, e.g. jaffe=/data/jaffe "
+              "(repeatable; added to the config's datasets).")
+@click.option("--no-config-datasets", is_flag=True, help="cross_dataset: only the --dataset ones.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="cross_dataset: the evaluation batch (config batch_size).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="cross_dataset: torch CPU threads.")
+def experiment(config: Path, overrides: tuple[str, ...], only: tuple[str, ...], dry_run: bool, device: str | None,
+               epochs: int | None, limit_train: int | None, limit_val: int | None, runs: str | None,
+               out: str | None, limit: int | None, steps_per_epoch: int | None, labelled: str | None,
+               model: tuple[str, ...], dataset: tuple[str, ...], no_config_datasets: bool, batch_size: int | None,
+               threads: int | None) -> dict | None:
+    """Run the experiment of CONFIG (configs/experiments/*.yaml): a grid of runs, resumable cell by cell,
+    written with its table and plots; key=value OVERRIDES apply to every cell's run config.
+
+    The config's `kind` says what it is: ablation, noise or ssl (grids of trainings), analyses
+    (uncertainty analyses of trained runs) or cross_dataset (models x datasets). A finished cell is
+    skipped and an interrupted one resumes, so run the same command again to continue. Relative
+    runs_dir / results_dir / --runs / --out are relative to the working directory.
+
+    Example: ferkit experiment configs/experiments/apsm_ablation.yaml --dry-run --only backbone=resnet18
+    """
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as in train; before torch loads
+    from ferkit.experiments import run_experiment
+
+    return run_experiment(config, overrides, only=only, dry_run=dry_run, device=device, epochs=epochs,
+                   limit_train=limit_train, limit_val=limit_val, runs=runs, out=out, limit=limit,
+                   steps_per_epoch=steps_per_epoch, labelled=labelled, model=model, dataset=dataset,
+                   no_config_datasets=no_config_datasets, batch_size=batch_size, threads=threads)
+
+
 @cli.command()
 @click.option("--model", "model", required=True, help="Run directory, model.pt or checkpoint.")
 @click.option("--dataset", required=True, help="Dataset reader: fer2013, ferplus, rafdb, affectnet, folder, jaffe.")
@@ -458,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _interrupted_message(argv: list[str] | None) -> str:
     args = sys.argv[1:] if argv is None else argv
-    if args and args[0] == "train":
+    if args and args[0] in ("train", "experiment"):
         return "ferkit: interrupted (the last checkpoint is kept; run the same command again to resume)"
     return "ferkit: interrupted"
 
