@@ -1,6 +1,6 @@
 """Ship a trained run as a bundled model: src/ferkit/weights/<file>.pt plus its model card JSON.
 
-    python benchmarks/bundle_model.py RESULTS_DIR FILE_STEM [--tta-flip] [--half | --int8]
+    python benchmarks/bundle_model.py RESULTS_DIR FILE_STEM [--tta-flip] [--half | --int8] [--model FILE]
 
 RESULTS_DIR is a benchmark's results folder holding model.pt, config.yaml, meta.json and
 summary.json (e.g. results/ce_fer2013_baseline). The card records the data, the config, the
@@ -22,7 +22,7 @@ from ferkit.engine.model_io import load_model
 from ferkit.inference.onnx_engine import export_onnx
 from ferkit.models.pretrained import PRETRAINED, WEIGHTS_DIR
 
-from _common import REPO
+from _common import FER2013, REPO
 
 
 def _calibration(ck: dict, summary: dict, key: str) -> dict:
@@ -71,12 +71,15 @@ def main() -> None:
     ap.add_argument("--half", action="store_true", help="store the parameters as float16")
     ap.add_argument("--int8", action="store_true", help="ship a static int8 ONNX file (calibrated on 512 Training "
                     "faces of the run's own training rows) instead of the .pt")
+    ap.add_argument("--model", type=Path, default=None, help="the weights to ship (default RESULTS_DIR/model.pt), "
+                    "e.g. an already bundled .pt shipped again as int8 ONNX")
     args = ap.parse_args()
     res = args.results
-    ck = load_checkpoint(res / "model.pt")
+    source = args.model or res / "model.pt"
+    ck = load_checkpoint(source)
     ck["preprocess"]["tta_flip"] = bool(args.tta_flip)
     if args.half:  # half the file; BatchNorm statistics stay float32 (load_state_dict casts back on load)
-        params = {k for k, _ in load_model(res / "model.pt", "cpu").net.named_parameters()}
+        params = {k for k, _ in load_model(source, "cpu").net.named_parameters()}
         ck["state_dict"] = {k: (v.half() if k in params and v.is_floating_point() else v)
                             for k, v in ck["state_dict"].items()}
         ck["weights_dtype"] = "float16 parameters, float32 buffers"
@@ -87,6 +90,13 @@ def main() -> None:
         out = export_onnx(pt, out.with_suffix(".onnx"), quantize="int8", calibration=_calibration_faces(res))
         pt.unlink()
         ck["weights_dtype"] = "int8 weights, uint8 activations (static QDQ ONNX, 512 Training faces calibrating)"
+        if args.model is not None:
+            ck["weights_dtype"] += f", quantised from {args.model.name}"
+        from ferkit.evaluation.evaluate import evaluate_model  # int8 ships only where it holds accuracy: measure it
+
+        int8 = evaluate_model(out, "fer2013", FER2013, "PublicTest", res / f"publictest_int8_{args.stem}.json",
+                              device="cpu")
+        int8_metrics = {k: int8[k] for k in ("accuracy", "macro_f1", "ece", "nll") if k in int8}
     summary = json.loads((res / "summary.json").read_text())
     meta = json.loads((res / "meta.json").read_text())
     cfg = yaml.safe_load((res / "config.yaml").read_text())
@@ -104,6 +114,7 @@ def main() -> None:
         "epochs": summary["epochs"], "best_epoch": summary["best_epoch"],
         "publictest": summary[key],
         "publictest_without_flip": summary["publictest"],
+        **({"publictest_int8": int8_metrics} if args.int8 else {}),
         "trained_at_commit": meta["git_commit"],
         "size_mb": round(out.stat().st_size / 2**20, 2),
         "weights_dtype": ck.get("weights_dtype", "float32"),

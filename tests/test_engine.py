@@ -118,9 +118,10 @@ def test_view_normalises_with_one_or_per_channel_statistics():
 def test_bundled_model_names_resolve_for_evaluation():
     from ferkit.engine.model_io import load_model, resolve_model_path
 
-    path = resolve_model_path("default")
+    path = resolve_model_path("accurate")
     assert path.name == "fer2013_mobilenetv1face_112c_7.pt" and path.is_file()
+    assert resolve_model_path("default").name == "fer2013_mobilenetv1face_112c_7_int8.onnx"
     assert resolve_model_path("fast").name == "fer2013_compactdeep_kd_48g_7_int8.onnx"
-    model = load_model("default", device="cpu")
+    model = load_model("accurate", device="cpu")
     assert model.classes == ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear")
     assert model.preprocess["tta_flip"] is True

@@ -17,7 +17,7 @@ def exported(tmp_path_factory):
     from ferkit.inference.onnx_engine import export_onnx
 
     out = tmp_path_factory.mktemp("onnx") / "default.onnx"
-    export_onnx("default", out)
+    export_onnx("accurate", out)
     return out
 
 
@@ -30,7 +30,7 @@ def test_export_matches_torch_within_1e4(exported, faces):
     from ferkit.engine.model_io import load_model
     from ferkit.inference.onnx_engine import OnnxModel
 
-    torch_m = load_model("default", "cpu")
+    torch_m = load_model("accurate", "cpu")
     onnx_m = OnnxModel(exported)
     assert onnx_m.classes == torch_m.classes
     assert onnx_m.preprocess == torch_m.preprocess
@@ -47,10 +47,13 @@ def test_recognizer_onnx_engine_matches_torch_on_a_photo(exported):
     import ferkit
 
     photo = EXAMPLES / "astronaut_pair.jpg"
-    rt = ferkit.Recognizer("default", engine="torch")
+    rt = ferkit.Recognizer("accurate", engine="torch")
     assert ferkit.Recognizer(exported).engine == "onnx" and rt.engine == "torch"  # auto: by the model file
-    assert ferkit.Recognizer("default").engine == "torch"
-    for model in ("default", exported):  # a bundled name is exported on the fly and cached
+    assert ferkit.Recognizer("accurate").engine == "torch"
+    assert ferkit.Recognizer("default").engine == "onnx"  # the bundled default is the int8 ONNX file
+    with pytest.raises(ConfigError, match="is an ONNX file"):  # by name as by path: never torch on an ONNX file
+        ferkit.Recognizer("default", engine="torch")
+    for model in ("accurate", exported):  # a bundled name is exported on the fly and cached
         ro = ferkit.Recognizer(model, engine="onnx")
         assert ro.labels == rt.labels
         a, b = ro.predict(photo), rt.predict(photo)
@@ -68,9 +71,9 @@ def test_cached_export_is_reused(tmp_path, monkeypatch):
     from ferkit.inference.onnx_engine import cached_export
 
     monkeypatch.setenv("FERKIT_CACHE", str(tmp_path))
-    a = cached_export("default")
+    a = cached_export("accurate")
     mtime = a.stat().st_mtime_ns
-    assert cached_export("default") == a and a.stat().st_mtime_ns == mtime
+    assert cached_export("accurate") == a and a.stat().st_mtime_ns == mtime
     assert a.parent == tmp_path / "onnx"
 
 
@@ -78,8 +81,8 @@ def test_int8_export_is_smaller_and_still_a_distribution(exported, tmp_path, fac
     from ferkit.inference.onnx_engine import OnnxModel, export_onnx
 
     with pytest.raises(ConfigError, match="calibrat"):
-        export_onnx("default", tmp_path / "q.onnx", quantize="int8")  # static int8 needs faces
-    q = export_onnx("default", tmp_path / "q.onnx", quantize="int8", calibration=faces)
+        export_onnx("accurate", tmp_path / "q.onnx", quantize="int8")  # static int8 needs faces
+    q = export_onnx("accurate", tmp_path / "q.onnx", quantize="int8", calibration=faces)
     assert q.stat().st_size < 0.5 * exported.stat().st_size
     m = OnnxModel(q)
     assert m.meta["quantize"] == "int8" and m.meta["calibration_faces"] == len(faces)
@@ -141,7 +144,7 @@ def test_errors_are_one_line(tmp_path, exported):
     with pytest.raises(ConfigError, match="engine='onnx'"):
         ferkit.Recognizer(str(exported), engine="torch")
     with pytest.raises(ConfigError, match="unknown engine"):
-        ferkit.Recognizer("default", engine="tensorrt")
+        ferkit.Recognizer("accurate", engine="tensorrt")
     r = ferkit.Recognizer(exported, engine="onnx")
     with pytest.raises(ConfigError, match="engine='torch'"):
         r.cam(EXAMPLES / "astronaut.jpg")
@@ -149,7 +152,7 @@ def test_errors_are_one_line(tmp_path, exported):
 
 def test_cli_export_and_predict(tmp_path, capsys):
     out = tmp_path / "m.onnx"
-    assert main(["export", "default", "--out", str(out)]) == 0
+    assert main(["export", "accurate", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert out.is_file() and "max |p_onnx - p_torch|" in text
     diff = float(text.split("= ")[1].split(" ")[0].rstrip(","))
@@ -157,7 +160,7 @@ def test_cli_export_and_predict(tmp_path, capsys):
     assert main(["predict", str(EXAMPLES / "astronaut.jpg"), "--model", str(out), "--engine", "onnx",
                  "--no-progress"]) == 0
     assert "face 0" in capsys.readouterr().out
-    assert main(["export", "default", "--out", str(tmp_path / "x.onnx"), "--quantize", "fp4"]) != 0
+    assert main(["export", "accurate", "--out", str(tmp_path / "x.onnx"), "--quantize", "fp4"]) != 0
 
 
 def test_ensemble_averages_members_and_exports(tmp_path, faces):
@@ -167,15 +170,15 @@ def test_ensemble_averages_members_and_exports(tmp_path, faces):
     from ferkit.inference.onnx_engine import OnnxModel, export_onnx
 
     # a second member: the default model with its classifier's weights perturbed
-    ck = load_checkpoint(resolve_model_path("default"))
+    ck = load_checkpoint(resolve_model_path("accurate"))
     torch.manual_seed(0)
     w = [k for k in ck["state_dict"] if k.endswith("fc.weight")][0]
     ck["state_dict"][w] = ck["state_dict"][w] + 0.5 * torch.randn_like(ck["state_dict"][w])
     save_checkpoint(ck, tmp_path / "b.pt")
-    ens = make_ensemble(["default", tmp_path / "b.pt"])
+    ens = make_ensemble(["accurate", tmp_path / "b.pt"])
     save_checkpoint(ens, tmp_path / "ens.pt")
     m = load_model(tmp_path / "ens.pt", "cpu")
-    a, b = load_model("default", "cpu"), load_model(tmp_path / "b.pt", "cpu")
+    a, b = load_model("accurate", "cpu"), load_model(tmp_path / "b.pt", "cpu")
     for flip in (False, True):
         expect = 0.5 * (a.predict_probs(faces, tta_flip=flip) + b.predict_probs(faces, tta_flip=flip))
         np.testing.assert_allclose(m.predict_probs(faces, tta_flip=flip), expect, atol=1e-5)
@@ -185,7 +188,7 @@ def test_ensemble_averages_members_and_exports(tmp_path, faces):
     with pytest.raises(InputError, match="differ"):
         ck["preprocess"] = {**ck["preprocess"], "image_size": 64}
         save_checkpoint(ck, tmp_path / "c.pt")
-        make_ensemble(["default", tmp_path / "c.pt"])
+        make_ensemble(["accurate", tmp_path / "c.pt"])
 
 
 def test_cli_int8_export_needs_and_uses_calibration_faces(tmp_path, capsys):

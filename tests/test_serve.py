@@ -71,7 +71,7 @@ def test_health(client, rec):
     h = client.get("/health").json()
     assert h["status"] == "ok"
     assert h["labels"] == list(rec.labels)
-    assert h["engine"] == "torch"
+    assert h["engine"] == rec.engine == "onnx"  # the bundled default is int8 ONNX
     assert h["model"] == DEFAULT_NAME
 
 

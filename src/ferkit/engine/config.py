@@ -185,7 +185,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"config file {path} must hold a mapping of keys")
         cfg = _merge_layer(cfg, loaded)
-        _resolve_data_path(cfg, path)
+        resolve_data_path(cfg, path)
         if cfg.get("name") is None:
             cfg["name"] = path.stem
     for layer in (extra or {}, parse_overrides(overrides)):
@@ -198,7 +198,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
     return cfg
 
 
-def _resolve_data_path(cfg: dict, config_path: Path) -> None:
+def resolve_data_path(cfg: dict, config_path: Path) -> None:
     """A relative ``data.path`` in a config file means relative to that file; where nothing is there,
     to the working directory (how configs were read before, and how the committed ones are written).
     The path kept is relative to the working directory, so the recorded config stays portable."""

@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ferkit.engine.config import _resolve_data_path, flatten_config, load_config, yaml_load
 from ferkit.engine.config import config_differences as ferkit_config_differences
+from ferkit.engine.config import flatten_config, load_config, resolve_data_path, yaml_load
 from ferkit.engine.trainer import git_commit, git_dirty
 from ferkit.errors import ConfigError, InputError
 from ferkit.experiments import get_kind, list_kinds
@@ -111,7 +111,7 @@ def data_path(raw: str | Path, config_path: str | Path) -> Path:
     config's ``data.path`` (the engine's rule: beside the config file when found there and not in the
     working directory), made absolute so the cells' run configs name the same file wherever they run."""
     cfg = {"data": {"path": str(raw)}}
-    _resolve_data_path(cfg, Path(config_path))
+    resolve_data_path(cfg, Path(config_path))
     return work_path(cfg["data"]["path"])
 
 

@@ -87,8 +87,9 @@ class Recognizer:
             path = resolve_model(model)
             self.model = OnnxModel(path if is_onnx_file(path) else cached_export(path), threads=threads)
         else:
-            if is_onnx_file(model):
-                raise ConfigError(f"{model} is an ONNX file: use engine='onnx' (--engine onnx)")
+            if is_onnx_file(resolve_model(model)):  # a bundled name too: 'default' and 'fast' are int8 ONNX files
+                raise ConfigError(f"{model} is an ONNX file: use engine='onnx' (--engine onnx); the torch twin "
+                                  "of the bundled default is 'accurate'")
             self.model = load_model(resolve_model(model), device)
             if hasattr(self.model, "net"):  # a classic .npz model (ferkit.classic) has no network
                 self.model.net.eval()
@@ -186,7 +187,8 @@ class Recognizer:
         from ferkit.engine.batches import images_to_tensor
 
         if self.engine != "torch":
-            raise ConfigError("class activation maps need engine='torch' (the ONNX graph returns probabilities only)")
+            raise ConfigError("class activation maps need engine='torch' (the ONNX graph returns probabilities only; "
+                              "of the bundled models, 'accurate' is the torch twin of the int8 'default')")
         if not hasattr(self.model, "net"):
             raise ConfigError("class activation maps need a CNN model (this is a classic HOG/LBP + SVM model)")
         if not hasattr(self.model.net, "model"):
