@@ -87,3 +87,21 @@ def test_cache_frozen_needs_frozen_blocks(tmp_path, fer_csv) -> None:
     cfg["model"]["options"] = {}
     with pytest.raises(ConfigError, match="frozen early blocks"):
         Trainer(cfg)
+
+
+@pytest.mark.parametrize("method", ["ce", "apsm", "eac", "scn", "rul", "rald", "pseudolabel", "fixmatch", "mixmatch",
+                                    "remixmatch", "adacm"])
+def test_every_method_trains_on_cached_activations(tmp_path, fer_csv, one_thread, method) -> None:
+    from ferkit.methods import get_method
+
+    cfg = _cfg(tmp_path, fer_csv, epochs=1, eval_every=1)
+    cfg["method"] = {**get_method(method).defaults, "name": method}
+    if get_method(method).uses_unlabelled:
+        cfg["data"].update(labelled=70, unlabelled_ratio=2)
+    cfg["optim"]["batch_size"] = 16
+    tr = Trainer(cfg)
+    assert tr.loader.images.dtype == torch.bfloat16
+    if tr.u_loader is not None:  # the unlabelled stream is served from the cache too
+        assert tr.u_loader.images.dtype == torch.bfloat16 and tr.u_loader.images.shape[1] == 2
+    row = tr.fit()
+    assert row["val_accuracy"] >= 0 and row["train_loss"] == row["train_loss"]  # ran, no NaN
