@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from ferkit.errors import ConfigError
-from ferkit.experiments import register_kind
 from ferkit.experiments.core import GridKind, epoch_rows, method_text, pm, run_meta, stats
+from ferkit.experiments.registry import register_kind
 
 KEYS = frozenset({"kind", "name", "title", "runs_dir", "results_dir", "base", "grid", "paper"})
 REQUIRED_AXES = ("backbone", "variant", "dataset")

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ferkit.errors import ConfigError, InputError
-from ferkit.experiments import register_kind
 from ferkit.experiments.core import ExperimentKind, data_path, log
+from ferkit.experiments.registry import register_kind
 
 if TYPE_CHECKING:
     from ferkit.data.types import FaceDataset

@@ -45,7 +45,7 @@ from ferkit.engine.config import config_differences as ferkit_config_differences
 from ferkit.engine.config import flatten_config, load_config, resolve_data_path, yaml_load
 from ferkit.engine.trainer import git_commit, git_dirty
 from ferkit.errors import ConfigError, InputError
-from ferkit.experiments import get_kind, list_kinds
+from ferkit.experiments.registry import get_kind, list_kinds
 
 RESULT = "cell_result.json"
 TRAINED = "trained.json"  # written after a training finished: a cell sharing that model needs no Trainer

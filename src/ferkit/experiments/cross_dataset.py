@@ -28,8 +28,8 @@ from typing import Any
 
 from ferkit.engine.config import yaml_load
 from ferkit.errors import ConfigError, InputError
-from ferkit.experiments import register_kind
 from ferkit.experiments.core import ExperimentKind, data_path, log, slug, work_path
+from ferkit.experiments.registry import register_kind
 
 KEYS = frozenset({"kind", "name", "results_dir", "device", "batch_size", "models", "datasets", "paper", "checkpoint",
                   "note"})

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ferkit.errors import ConfigError, InputError
-from ferkit.experiments import register_kind
 from ferkit.experiments.core import GridKind, cell_config, cell_status, epoch_rows, grid_cells, log, run_meta
+from ferkit.experiments.registry import register_kind
 
 if TYPE_CHECKING:
     from ferkit.data.types import FaceDataset

@@ -29,7 +29,6 @@ import numpy as np
 
 from ferkit.engine.config import flatten_config
 from ferkit.errors import ConfigError
-from ferkit.experiments import register_kind
 from ferkit.experiments.ablation import score_cell
 from ferkit.experiments.core import (
     GridKind,
@@ -41,6 +40,7 @@ from ferkit.experiments.core import (
     pm,
     stats,
 )
+from ferkit.experiments.registry import register_kind
 
 KEYS = frozenset({"kind", "name", "runs_dir", "results_dir", "base", "grid", "labels", "compare", "plots", "paper"})
 METRICS = ("accuracy", "best_val_accuracy", "macro_f1", "ece", "nll", "train_time_s")

@@ -49,7 +49,7 @@ from torch import Tensor
 
 from ferkit.engine import distributed as dist
 from ferkit.errors import ConfigError
-from ferkit.methods import register_method
+from ferkit.methods.registry import register_method
 from ferkit.methods.semisupervised import SemiSupervised, masked_cross_entropy, multiview_info_nce
 from ferkit.models.predict import predict_probs
 

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ferkit.errors import ConfigError
-from ferkit.methods import register_method
 from ferkit.methods.base import Method, masked_mean
+from ferkit.methods.registry import register_method
 
 
 @register_method

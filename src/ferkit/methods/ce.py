@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ferkit.errors import ConfigError
-from ferkit.methods import register_method
 from ferkit.methods.base import Method, soft_cross_entropy
+from ferkit.methods.registry import register_method
 
 TARGET_FROM_DATA = {"crossentropy": "soft", "probability": "draw", "multi_target": "multi"}
 

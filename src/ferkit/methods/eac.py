@@ -39,8 +39,8 @@ from torch import Tensor
 
 from ferkit.augment import box_mask
 from ferkit.errors import ConfigError
-from ferkit.methods import register_method
 from ferkit.methods.base import Method, masked_cross_entropy
+from ferkit.methods.registry import register_method
 
 
 def random_erase(x: Tensor, p: float, scale: tuple[float, float] = (0.02, 0.25),

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ferkit.errors import ConfigError
-from ferkit.methods import register_method
 from ferkit.methods.base import soft_cross_entropy
+from ferkit.methods.registry import register_method
 from ferkit.methods.semisupervised import SemiSupervised
 
 

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from ferkit.errors import ConfigError
-from ferkit.methods import register_method
+from ferkit.methods.registry import register_method
 from ferkit.methods.semisupervised import SemiSupervised, hard_pseudo_labels, masked_cross_entropy
 
 

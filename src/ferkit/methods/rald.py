@@ -51,8 +51,8 @@ from torch import Tensor, nn
 
 from ferkit.errors import ConfigError
 from ferkit.label_graphs import flat_graph, get_label_graph, node_embeddings
-from ferkit.methods import register_method
 from ferkit.methods.base import Method, masked_cross_entropy
+from ferkit.methods.registry import register_method
 from ferkit.models.rald import AttentionBlock, cosine_relation, neighbour_distribution
 
 

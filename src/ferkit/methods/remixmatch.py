@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ferkit.errors import ConfigError
-from ferkit.methods import register_method
 from ferkit.methods.base import soft_cross_entropy
 from ferkit.methods.mixmatch import mixup, sharpen
+from ferkit.methods.registry import register_method
 from ferkit.methods.semisupervised import SemiSupervised
 
 

@@ -34,8 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from ferkit.errors import ConfigError
-from ferkit.methods import register_method
 from ferkit.methods.base import Method, masked_cross_entropy
+from ferkit.methods.registry import register_method
 
 
 def _head(in_dim: int, out_dim: int, dropout: float) -> nn.Sequential:

@@ -44,8 +44,8 @@ from torch import Tensor, nn
 
 from ferkit.engine import distributed as dist
 from ferkit.errors import ConfigError
-from ferkit.methods import register_method
 from ferkit.methods.base import Method, masked_cross_entropy
+from ferkit.methods.registry import register_method
 
 
 @register_method
