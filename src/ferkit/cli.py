@@ -134,7 +134,7 @@ def experiment(config: Path, overrides: tuple[str, ...], only: tuple[str, ...], 
               help="Metrics JSON to write (plots go beside it).")
 @click.option("--option", "options", multiple=True, help="Reader option key=value (repeatable).")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--batch-size", default=512, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True)
 @click.option("--tta-flip/--no-tta-flip", default=None, help="Average with the mirrored face.")
 def evaluate(model: str, dataset: str, path: str, split: str | None, out: Path | None,
              options: tuple[str, ...], device: str, batch_size: int, tta_flip: bool | None) -> None:
@@ -192,6 +192,15 @@ def export(model: str, out: Path | None, quantize: str, calib_dataset: str | Non
     from ferkit.inference.onnx_engine import OnnxModel, export_onnx
 
     q = None if quantize == "none" else quantize
+    if out is None:
+        stem = Path(model).stem if Path(model).suffix else Path(str(model)).name
+        out = Path(f"{stem}{'.' + q if q else ''}.onnx")
+    check_output_path(out, "file", "ONNX file")  # before the calibration faces and the model are read
+    from ferkit.zoo import resolve_model
+
+    if resolve_model(model).suffix.lower() == ".onnx":
+        raise InputError(f"{model} is already an ONNX file: export takes a torch model "
+                         "(a bundled .pt name such as 'accurate', a run directory, model.pt or checkpoint)")
     calibration = None
     if q == "int8":
         if not (calib_dataset and calib_path):
@@ -202,10 +211,6 @@ def export(model: str, out: Path | None, quantize: str, calib_dataset: str | Non
         data = load_dataset(calib_dataset, calib_path, calib_split)
         calibration = np.asarray(data.images)[subsample(data.labels, min(calib_count, len(data)), seed=0)]
     loaded = load_model(model, "cpu")
-    if out is None:
-        stem = Path(model).stem if Path(model).suffix else Path(str(model)).name
-        out = Path(f"{stem}{'.' + q if q else ''}.onnx")
-    check_output_path(out, "file", "ONNX file")
     export_onnx(loaded, out, quantize=q, opset=opset, calibration=calibration)
     msg = f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB"
     if check:
@@ -434,9 +439,10 @@ def train_classic(dataset: str, path: str, split: str | None, out: Path, feature
 @click.option("--model", default="default", show_default=True, help="Bundled name, run directory or model file.")
 @click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True)
 @click.option("--detector", default="retinaface", show_default=True)
-@click.option("--threads", type=int, default=None, help="CPU threads (default: torch's choice).")
-@click.option("--batch", default=256, show_default=True, help="Faces per classifier call.")
-@click.option("--repeats", default=5, show_default=True, help="Timed passes (the median is reported).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's choice).")
+@click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True, help="Faces per classifier call.")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Timed passes (the median is reported).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the JSON here.")
 def benchmark(model: str, engine: str, detector: str, threads: int | None, batch: int, repeats: int,
               out: Path | None) -> None:
@@ -504,8 +510,16 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(_interrupted_message(argv), err=True)
         return 130
     except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
+        if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):  # bare `ferkit`: the help
+            exc.show()
+            return exc.exit_code
+        # a bad option or command: one line too, not click's four (usage, hint, blank, error)
+        msg = " ".join(exc.format_message().split())
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None:
+            msg += f" (see {ctx.command_path} --help)"
+        click.echo(f"ferkit: error: {msg}", err=True)
+        return 2
     except KeyboardInterrupt:
         click.echo(_interrupted_message(argv), err=True)
         return 130

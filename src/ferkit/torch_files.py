@@ -8,6 +8,7 @@ file holds. ferkit never does that, so the messages here say what is wrong with 
 from __future__ import annotations
 
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,9 @@ def safe_torch_load(path: str | Path, what: str = "checkpoint") -> Any:
     if not path.is_file():
         raise InputError(f"{what} not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's asides on a file it then refuses ("Detected pickle
+            warnings.simplefilter("ignore")  # protocol 4") would print before the one line below
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle, zip and safety errors all mean "not usable"
         raise InputError(f"cannot read {what} {path}: {_reason(path, exc)}") from None
 

@@ -55,10 +55,32 @@ def header_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 return im.size
-    except Image.DecompressionBombError:
-        return (1 << 16, 1 << 16)  # Pillow's own bomb limit: certainly over ours
+    except Image.DecompressionBombError:  # over Pillow's own bomb limit, so certainly over ours
+        return _declared_size(path) or (1 << 16, 1 << 16)
     except Exception:  # noqa: BLE001 - not an image Pillow reads: OpenCV may still decode it
         return None
+
+
+def _declared_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """(width, height) that the header of an image past Pillow's bomb limit declares, so that the
+    error names its real size: Image.open refuses such a file, so each format's opener reads the
+    header itself (no pixels are decoded)."""
+    try:
+        with open(path, "rb") as fh:
+            prefix = fh.read(16)
+            for fmt in Image.ID:
+                factory, accept = Image.OPEN[fmt]
+                ok = True if accept is None else accept(prefix)
+                if not ok or isinstance(ok, str):
+                    continue
+                fh.seek(0)
+                try:
+                    return factory(fh, str(path)).size
+                except Exception:  # noqa: BLE001, S112 - not this format: try the next
+                    continue
+    except OSError:
+        return None
+    return None
 
 
 def read_image(path: str | os.PathLike[str], gray: bool, max_pixels: int | None = None) -> np.ndarray | None:

@@ -106,6 +106,8 @@ def load_model(model: str | Path, device: str | torch.device = "auto") -> Loaded
     if is_onnx_file(model):
         return OnnxModel(model)  # type: ignore[return-value]
     path = resolve_model_path(model)
+    if is_onnx_file(path):  # a bundled name of an ONNX file ('default', 'fast')
+        return OnnxModel(path)  # type: ignore[return-value]
     if path.suffix.lower() == ".npz":  # the classic route (HOG/LBP + SVM), numpy only: ferkit.classic
         from ferkit.classic import load_classic
 

@@ -249,7 +249,8 @@ def run_live(recognizer: Recognizer, source: str | Path | int, *, frame_step: in
         if not webcam:
             n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
             total = (min(n, max_frames * frame_step) if max_frames else n) or None
-        bar = tqdm(total=total, unit="frame", dynamic_ncols=True, file=sys.stderr, desc=Path(name).name)
+        # delay: as predict's bar, none for a source that ends (or fails) within a second
+        bar = tqdm(total=total, unit="frame", dynamic_ncols=True, file=sys.stderr, desc=Path(name).name, delay=1.0)
 
     meter = FpsMeter()
     writer = None
@@ -303,6 +304,10 @@ def run_live(recognizer: Recognizer, source: str | Path | int, *, frame_step: in
             want = index + frame_step
     except KeyboardInterrupt:
         interrupted = True
+    except BaseException:
+        if bar is not None:  # an error ends with its one line, not with a half-drawn bar above it
+            bar.leave = False
+        raise
     finally:
         seconds = time.perf_counter() - t_start
         reader.stop()
@@ -316,6 +321,8 @@ def run_live(recognizer: Recognizer, source: str | Path | int, *, frame_step: in
             writer.release()
         cap.release()
         if bar is not None:
+            if frames_read == 0 and not webcam:  # the error below
+                bar.leave = False
             bar.close()
         if show:
             cv2.destroyWindow(WINDOW)
