@@ -119,3 +119,11 @@ def test_gzip_fixture_roundtrip(tmp_path):
 
     p = write_fer2013_csv(tmp_path / "x.csv.gz", n_train=3, n_test=2)
     assert gzip.decompress(p.read_bytes()).decode().count("\n") == 6
+
+
+def test_python_dash_m_ferkit_is_the_ferkit_command(tmp_path):
+    """``python -m ferkit`` runs the CLI, with its one-line errors and exit code 2."""
+    done = subprocess.run([sys.executable, "-m", "ferkit", "experiment", str(tmp_path / "missing.yaml")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"ferkit: error: experiment config not found: {tmp_path / 'missing.yaml'}"

@@ -256,6 +256,36 @@ def test_ablation_skips_finished_cells_and_refuses_other_configs(ablation, capsy
     assert err.count("\n") == 1 and "was trained with another config (differs in optim.batch_size)" in err
 
 
+def test_finished_cells_are_restored_from_the_results_folder_on_a_fresh_clone(ablation, tmp_path, capsys,
+                                                                              monkeypatch):
+    """runs/ is never committed: on a fresh clone the committed results folder's cells/ is what remains of
+    the finished cells, and a grid resumed there must take them from it, not train them again."""
+    import shutil
+
+    from ferkit.engine.trainer import Trainer
+
+    out = tmp_path / "results"
+    shutil.copytree(ablation["tmp"] / "results", out)
+    argv = list(ablation["argv"])
+    argv[argv.index("--runs") + 1], argv[argv.index("--out") + 1] = tmp_path / "fresh_runs", out
+    experiment([*argv, "--dry-run"])
+    listed = capsys.readouterr().out
+    assert "resnet18_baseline_fer2013_s0             saved" in listed
+    changed = [a if a != "optim.batch_size=32" else "optim.batch_size=16" for a in argv]
+    experiment([*changed, "--dry-run"])  # another run config: the saved row is not this cell's
+    assert "resnet18_baseline_fer2013_s0             new" in capsys.readouterr().out
+
+    def no_training(self):
+        raise AssertionError("a saved cell was trained again")
+
+    monkeypatch.setattr(Trainer, "fit", no_training)
+    table = experiment(argv)
+    assert "2 finished cell(s) restored" in capsys.readouterr().out
+    before = json.loads((ablation["tmp"] / "results" / "table.json").read_text())
+    assert [r["accuracy"] for r in table["cells"]] == [r["accuracy"] for r in before["cells"]]
+    assert len(table["cells"]) == 2 and (tmp_path / "fresh_runs" / "resnet18_pe-usl_fer2013_s0" / core.RESULT).is_file()
+
+
 def test_ablation_dry_run_lists_cells_and_their_status(ablation, capsys):
     assert experiment([ABLATION, "--dry-run"]) is None
     out = capsys.readouterr().out

@@ -12,6 +12,10 @@ module does the rest, the same way for every kind:
   ``cell_result.json`` is finished and skipped, an interrupted training resumes from its checkpoint
   (the Trainer's exact resume), and a run directory trained with another config is refused with
   the differing keys named (``ferkit.engine.config.config_differences``), never silently mixed;
+  a finished cell whose run directory is gone (a fresh clone: ``runs/`` is never committed) but
+  whose row the results folder keeps (``cells/<cell>/``, with the same run config) is restored
+  from there and not trained again, so a grid run over several sittings on several machines
+  loses only its unfinished cells;
 * **results**: ``<results_dir>/<folder>/`` gets the kind's ``table.json`` and ``table.md`` (every
   finished cell of the grid, so a grid can be run in pieces), a copy of the experiment config and
   each cell's resolved run config, meta and metrics (``cells/<cell>/``), with the commit and
@@ -52,7 +56,7 @@ TRAINED = "trained.json"  # written after a training finished: a cell sharing th
 DIRTY_MARK = "DIRTY_TREE.txt"
 #: run-config keys that may differ between a run directory and the config resuming it
 RUNTIME_KEYS = {"train.device", "train.progress", "train.threads", "train.resume", "train.log_every",
-                "train.eval_batch_size", "data.path", "data.options.cache"}
+                "train.eval_batch_size", "data.path", "data.options.cache", "output_dir", "train.cache_dir"}
 #: the options every kind is called with, and their defaults (``ferkit experiment``'s options)
 COMMON_OPTIONS: dict[str, Any] = {"only": (), "epochs": None, "limit_train": None, "limit_val": None,
                                   "device": None, "runs": None, "out": None, "dry_run": False}
@@ -284,14 +288,53 @@ def method_text(cell: Mapping[str, Any]) -> str:
 
 
 # ---- run directories -----------------------------------------------------------------------------
-def cell_status(cell: Mapping[str, Any], runs_dir: Path) -> str:
-    """done (scored), trained (its model is, the score is not), partial (a checkpoint to resume) or new."""
+def cell_status(cell: Mapping[str, Any], runs_dir: Path, out: Path | None = None) -> str:
+    """done (scored), trained (its model is, the score is not), partial (a checkpoint to resume),
+    saved (only ``out``, the results folder, holds its row: restored, not trained, by a run) or new."""
     train_dir = runs_dir / cell.get("train_cell", cell["name"])
     if (runs_dir / cell["name"] / RESULT).is_file():
         return "done"
     if (train_dir / TRAINED).is_file():
         return "trained"
-    return "partial" if (train_dir / "checkpoints" / "last.pt").is_file() else "new"
+    if (train_dir / "checkpoints" / "last.pt").is_file():
+        return "partial"
+    if out is not None and not (train_dir / "config.yaml").is_file() and "train_cfg" in cell \
+            and saved_cell(cell, out) is not None:
+        return "saved"
+    return "new"
+
+
+def saved_cell(cell: Mapping[str, Any], out: Path) -> Path | None:
+    """The results folder's copy of a finished cell (``out/cells/<cell>/``) when it holds the cell's row
+    and was trained with the cell's run config, else None."""
+    saved = Path(out) / "cells" / cell["name"]
+    if not (saved / RESULT).is_file() or not (saved / "config.yaml").is_file():
+        return None
+    if config_differences(yaml_load((saved / "config.yaml").read_text()) or {}, cell["train_cfg"]):
+        return None
+    return saved
+
+
+def restore_saved_cells(cells: Sequence[Mapping[str, Any]], runs_dir: Path, out: Path) -> list[str]:
+    """Bring back into ``runs_dir`` the rows of finished cells that only the results folder still holds
+    (the run directories of an earlier sitting on another machine); returns their names. A cell whose
+    run directory exists is left to that directory (it resumes or is refused as before)."""
+    restored = []
+    for c in cells:
+        train_dir = runs_dir / c["train_cell"]
+        if cell_status(c, runs_dir) == "done" or (train_dir / "config.yaml").is_file():
+            continue
+        saved = saved_cell(c, out)
+        if saved is None:
+            continue
+        train_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("config.yaml", "meta.json", "metrics.csv"):
+            if (saved / name).is_file() and not (train_dir / name).is_file():
+                shutil.copy2(saved / name, train_dir / name)
+        (runs_dir / c["name"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(saved / RESULT, runs_dir / c["name"] / RESULT)
+        restored.append(c["name"])
+    return restored
 
 
 def check_same_config(run_dir: Path, cfg: Mapping[str, Any]) -> None:
@@ -450,7 +493,7 @@ class GridKind(ExperimentKind):
                 budget: Mapping[str, Any]) -> None:
         log(f"{len(chosen)} of {len(cells)} cells; runs in {runs_dir}, results in {out}")
         for c in chosen:
-            log(f"  {c['name']:<40} {cell_status(c, runs_dir):<8} {self.describe(c)}")
+            log(f"  {c['name']:<40} {cell_status(c, runs_dir, out):<8} {self.describe(c)}")
 
     def describe(self, cell: Mapping[str, Any]) -> str:
         return ""
@@ -502,6 +545,9 @@ class GridKind(ExperimentKind):
         if self.opts.dry_run:
             self.dry_run(cells, chosen, runs_dir, out, budget)
             return None
+        restored = restore_saved_cells(cells, runs_dir, out)
+        if restored:
+            log(f"{len(restored)} finished cell(s) restored from {out / 'cells'}: {', '.join(restored)}")
         start = env or {}
         self.before_training(chosen)
         device = self.opts.device or "auto"

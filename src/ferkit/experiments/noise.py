@@ -390,7 +390,7 @@ class Noise(GridKind):
             test = (f"{exp['natural'].get('dataset')} {exp['natural'].get('split')}" if c["natural"]
                     else f"{cfg['data']['dataset']} {cfg['data']['val_split']}")
             shared = f" (model of {c['train_cell']})" if c["train_cell"] != c["name"] else ""
-            log(f"  {c['name']:<16} {cell_status(c, runs_dir):<8} method={cfg['method']['name']} "
+            log(f"  {c['name']:<16} {cell_status(c, runs_dir, out):<8} method={cfg['method']['name']} "
                 f"noise_rate={c['noise_rate']:g}{shared} test={test} model={cfg['model']['name']} "
                 f"epochs={cfg['train']['epochs']} lr={cfg['optim']['lr']} batch={cfg['optim']['batch_size']} "
                 f"px={cfg['data']['image_size']} limit_train={cfg['data']['limit_train']}")

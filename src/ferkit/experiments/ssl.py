@@ -362,7 +362,7 @@ class Ssl(GridKind):
         log(f"{len(chosen)} of {len(cells)} cells; runs in {runs_dir}, results in {out}")
         log("every cell: " + ", ".join(f"{k}={v}" for k, v in budget.items()))
         for c in chosen:
-            log(f"  {c['name']:<22} {cell_status(c, runs_dir):<8} seed={c['cfg']['seed']} method={method_text(c)}")
+            log(f"  {c['name']:<22} {cell_status(c, runs_dir, out):<8} seed={c['cfg']['seed']} method={method_text(c)}")
 
     def score(self, cell: Mapping[str, Any], run_dir: Path, device: str) -> dict[str, Any]:
         return score_cell(cell["cfg"], run_dir, device)
