@@ -286,6 +286,27 @@ def test_finished_cells_are_restored_from_the_results_folder_on_a_fresh_clone(ab
     assert len(table["cells"]) == 2 and (tmp_path / "fresh_runs" / "resnet18_pe-usl_fer2013_s0" / core.RESULT).is_file()
 
 
+def test_a_shared_training_is_restored_only_with_every_cell_that_scores_it(tmp_path):
+    """noise's natural cell scores the 0 % cell's model: restoring the 0 % row alone would leave the
+    natural cell to retrain that model under a row the new weights did not make."""
+    cfg = {"seed": 0, "optim": {"lr": 0.001}, "method": {"name": "ce"}}
+    cells = [{"name": "ce_0", "train_cell": "ce_0", "train_cfg": cfg},
+             {"name": "ce_natural", "train_cell": "ce_0", "train_cfg": cfg},
+             {"name": "ce_10", "train_cell": "ce_10", "train_cfg": {**cfg, "seed": 1}}]
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    for name in ("ce_0", "ce_10"):
+        (out / "cells" / name).mkdir(parents=True)
+        (out / "cells" / name / "config.yaml").write_text(yaml.safe_dump(cfg))
+        (out / "cells" / name / core.RESULT).write_text(json.dumps({"cell": name}))
+    assert core.restore_saved_cells(cells, runs, out) == []  # ce_natural unsaved; ce_10's config differs
+    assert not runs.exists() or not any(runs.iterdir())
+    (out / "cells" / "ce_natural").mkdir()
+    (out / "cells" / "ce_natural" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (out / "cells" / "ce_natural" / core.RESULT).write_text(json.dumps({"cell": "ce_natural"}))
+    assert core.restore_saved_cells(cells, runs, out) == ["ce_0", "ce_natural"]
+    assert [core.cell_status(c, runs) for c in cells] == ["done", "done", "new"]
+
+
 def test_ablation_dry_run_lists_cells_and_their_status(ablation, capsys):
     assert experiment([ABLATION, "--dry-run"]) is None
     out = capsys.readouterr().out

@@ -290,7 +290,8 @@ def method_text(cell: Mapping[str, Any]) -> str:
 # ---- run directories -----------------------------------------------------------------------------
 def cell_status(cell: Mapping[str, Any], runs_dir: Path, out: Path | None = None) -> str:
     """done (scored), trained (its model is, the score is not), partial (a checkpoint to resume),
-    saved (only ``out``, the results folder, holds its row: restored, not trained, by a run) or new."""
+    saved (only ``out``, the results folder, holds its row: a run restores it rather than training it,
+    unless a cell sharing its training is not saved, :func:`restore_saved_cells`) or new."""
     train_dir = runs_dir / cell.get("train_cell", cell["name"])
     if (runs_dir / cell["name"] / RESULT).is_file():
         return "done"
@@ -317,23 +318,31 @@ def saved_cell(cell: Mapping[str, Any], out: Path) -> Path | None:
 
 def restore_saved_cells(cells: Sequence[Mapping[str, Any]], runs_dir: Path, out: Path) -> list[str]:
     """Bring back into ``runs_dir`` the rows of finished cells that only the results folder still holds
-    (the run directories of an earlier sitting on another machine); returns their names. A cell whose
-    run directory exists is left to that directory (it resumes or is refused as before)."""
-    restored = []
+    (the run directories of an earlier sitting on another machine); returns their names.
+
+    A training shared by several cells (noise's natural cells score the 0 % model) is restored only
+    when every cell scoring it is saved: one of them left to score would otherwise retrain the model
+    under rows the new weights did not make. A cell whose run directory exists is left to it (it
+    resumes, or is refused as before)."""
+    by_training: dict[str, list[Mapping[str, Any]]] = {}
     for c in cells:
-        train_dir = runs_dir / c["train_cell"]
-        if cell_status(c, runs_dir) == "done" or (train_dir / "config.yaml").is_file():
+        by_training.setdefault(c["train_cell"], []).append(c)
+    restored = []
+    for train_cell, group in by_training.items():
+        train_dir = runs_dir / train_cell
+        if (train_dir / "config.yaml").is_file() or any(cell_status(c, runs_dir) == "done" for c in group):
             continue
-        saved = saved_cell(c, out)
-        if saved is None:
+        saved = [saved_cell(c, out) for c in group]
+        if any(s is None for s in saved):
             continue
         train_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("config.yaml", "meta.json", "metrics.csv"):
-            if (saved / name).is_file() and not (train_dir / name).is_file():
-                shutil.copy2(saved / name, train_dir / name)
-        (runs_dir / c["name"]).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(saved / RESULT, runs_dir / c["name"] / RESULT)
-        restored.append(c["name"])
+        for c, folder in zip(group, saved):
+            for name in ("config.yaml", "meta.json", "metrics.csv"):
+                if (folder / name).is_file() and not (train_dir / name).is_file():
+                    shutil.copy2(folder / name, train_dir / name)
+            (runs_dir / c["name"]).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(folder / RESULT, runs_dir / c["name"] / RESULT)
+            restored.append(c["name"])
     return restored
 
 
