@@ -54,6 +54,8 @@ from ferkit.experiments.registry import get_kind, list_kinds
 RESULT = "cell_result.json"
 TRAINED = "trained.json"  # written after a training finished: a cell sharing that model needs no Trainer
 DIRTY_MARK = "DIRTY_TREE.txt"
+#: a finished cell's run files that its results folder keeps (``cells/<cell>/``) and restores from
+CELL_FILES = ("config.yaml", "meta.json", "metrics.csv")
 #: run-config keys that may differ between a run directory and the config resuming it
 RUNTIME_KEYS = {"train.device", "train.progress", "train.threads", "train.resume", "train.log_every",
                 "train.eval_batch_size", "data.path", "data.options.cache", "output_dir", "train.cache_dir"}
@@ -337,7 +339,7 @@ def restore_saved_cells(cells: Sequence[Mapping[str, Any]], runs_dir: Path, out:
             continue
         train_dir.mkdir(parents=True, exist_ok=True)
         for c, folder in zip(group, saved):
-            for name in ("config.yaml", "meta.json", "metrics.csv"):
+            for name in CELL_FILES:
                 if (folder / name).is_file() and not (train_dir / name).is_file():
                     shutil.copy2(folder / name, train_dir / name)
             (runs_dir / c["name"]).mkdir(parents=True, exist_ok=True)
@@ -377,7 +379,7 @@ def run_meta(run_dir: Path) -> dict[str, Any]:
 
 
 def copy_cell_files(cells: Sequence[Mapping[str, Any]], runs_dir: Path, out: Path,
-                    names: tuple[str, ...] = ("config.yaml", "meta.json", "metrics.csv")) -> None:
+                    names: tuple[str, ...] = CELL_FILES) -> None:
     """Copy each finished cell's run config, meta and metrics (from the run that trained it) and its
     result into ``out/cells/<cell>/``."""
     for c in cells:
