@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from ferkit.engine.config import load_config
+from ferkit.engine.device import autocast_dtype, resolve_device
 from ferkit.engine.model_io import load_model
 from ferkit.engine.trainer import Trainer
 from ferkit.errors import ConfigError
@@ -40,6 +41,25 @@ def test_soft_targets_are_the_labels_mixed_with_the_teacher(teacher, tmp_path):
     hot = Trainer(load_config(path, ["data.teacher_weight=1.0", "data.teacher_temperature=4.0", "name=hot"]))
     cold = Trainer(load_config(path, ["data.teacher_weight=1.0", "name=cold"]))
     assert hot.train_data.soft_targets.max(1).mean() < cold.train_data.soft_targets.max(1).mean()
+
+
+def test_a_list_of_teachers_is_an_ensemble_teacher(teacher, tmp_path):
+    run, csv = teacher
+    other = tmp_path / "runs" / "t2"
+    Trainer(load_config(write_config(tmp_path / "t2.yaml", csv, tmp_path / "runs", name="t2", seed=1,
+                                     train={"epochs": 1, "tta_flip": False}))).fit()
+    path = write_config(tmp_path / "e.yaml", csv, tmp_path / "runs", train={"epochs": 1},
+                        data={"teacher": [str(run), str(other)], "teacher_weight": 1.0})
+    data = Trainer(load_config(path)).train_data
+    images, amp = np.asarray(data.images), autocast_dtype(resolve_device("cpu"), "auto")  # as the teachers score
+    first, second = (load_model(r, "cpu").predict_probs(images, amp_dtype=amp) for r in (run, other))
+    mean = (first + second) / 2
+    np.testing.assert_allclose(data.soft_targets, mean, atol=1e-5)
+    for one in (first, second):  # two different teachers, so the mean is neither one
+        assert np.abs(data.soft_targets - one).max() > 100 * 1e-5
+    assert data.meta["teacher"] == [str(run), str(other)]
+    with pytest.raises(ConfigError, match="empty list"):
+        Trainer(load_config(path, ["data.teacher=[]"]))
 
 
 def test_teacher_with_other_labels_is_refused(teacher, tmp_path):

@@ -62,7 +62,8 @@ DEFAULTS: dict[str, Any] = {
         # in proportion); the rest of the training split is the unlabelled set
         "unlabelled_ratio": 7,  # semi-supervised: unlabelled rows per labelled row in a step (FixMatch's mu = 7)
         "teacher": None,  # distillation: a trained model (bundled name, run dir, model.pt) whose flip-averaged
-        # probabilities on the training faces become soft targets, mixed with the labels (see engine/data.py)
+        # probabilities on the training faces become soft targets, mixed with the labels (see engine/data.py);
+        # a list of models is an ensemble teacher (the mean of their probabilities)
         "teacher_weight": 0.7,  # share of the teacher in the soft target; the label gets the rest
         "teacher_temperature": 1.0,  # > 1 softens the teacher's probabilities (p^(1/T), renormalised)
         "mean": "auto",  # normalisation: one number, one per channel, or auto: the shipped pretrained

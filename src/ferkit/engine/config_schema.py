@@ -46,7 +46,7 @@ class DataSection(_Section):
     noise_seed: int
     labelled: int | float | None = None
     unlabelled_ratio: int = PositiveInt()
-    teacher: str | None = None
+    teacher: str | list[str] | None = None
     teacher_weight: float = Field(ge=0.0, le=1.0)
     teacher_temperature: float = Field(gt=0.0)
     mean: float | list[float]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -67,7 +68,7 @@ def load_ssl_data(cfg: dict[str, Any]) -> tuple[FaceDataset, FaceDataset | None,
                 "noise_rate": float(d["noise_rate"])}
         train = FaceDataset(train.images, noisy, train.classes, train.soft_targets, train.split,
                             train.source, meta)
-    if d.get("teacher"):
+    if d.get("teacher") is not None:
         train = with_teacher_targets(train, d["teacher"], float(d["teacher_weight"]),
                                      float(d["teacher_temperature"]), cfg["train"].get("device", "auto"))
     info = {
@@ -119,23 +120,22 @@ def _count_or_fraction(value: Any, key: str = "data.labelled") -> int | float:
     raise ConfigError(f"{key} must be a count (>= 1) or a fraction in (0, 1), not {value!r}")
 
 
-def with_teacher_targets(train: FaceDataset, teacher: str, weight: float, temperature: float = 1.0,
-                         device: str = "auto") -> FaceDataset:
+def with_teacher_targets(train: FaceDataset, teacher: str | Sequence[str], weight: float,
+                         temperature: float = 1.0, device: str = "auto") -> FaceDataset:
     """``train`` with soft targets ``(1 - weight) * one_hot(label) + weight * teacher``: offline distillation.
 
     The teacher (any trained ferkit model) scores each training face once, flip-averaged when it was
     validated that way, at its own input size; its probabilities are softened by ``temperature``
-    (``p^(1/T)``, renormalised). The targets are computed on the un-augmented faces, not per step on
-    the augmented views (the choice that keeps a 112 px teacher affordable on a CPU); ``ce`` with
-    ``target: auto`` then trains on them as on FER+ vote distributions. Rows without a label take the
-    teacher's distribution alone.
+    (``p^(1/T)``, renormalised). A list of teachers is an ensemble: the mean of their probabilities
+    is the teacher (ensemble distillation into one network). The targets are computed on the
+    un-augmented faces, not per step on the augmented views (the choice that keeps a 112 px teacher
+    affordable on a CPU); ``ce`` with ``target: auto`` then trains on them as on FER+ vote
+    distributions. Rows without a label take the teacher's distribution alone.
     """
-    model = load_model(teacher, device)
-    if tuple(model.classes) != tuple(train.classes):
-        raise ConfigError(f"data.teacher {teacher} predicts {', '.join(model.classes)}, not this dataset's "
-                          f"classes ({', '.join(train.classes)})")
-    amp = autocast_dtype(resolve_device(device), "auto") if hasattr(model, "net") else None  # torch models
-    probs = model.predict_probs(np.asarray(train.images), **({"amp_dtype": amp} if amp is not None else {}))
+    teachers = [teacher] if isinstance(teacher, str) else list(teacher)
+    if not teachers:
+        raise ConfigError("data.teacher is an empty list: name one trained model or several")
+    probs = np.mean([_teacher_probs(t, train, device) for t in teachers], axis=0)
     probs = np.clip(np.asarray(probs, np.float64), 1e-12, 1.0) ** (1.0 / temperature)
     probs /= probs.sum(1, keepdims=True)
     labelled = train.labels >= 0
@@ -144,6 +144,19 @@ def with_teacher_targets(train: FaceDataset, teacher: str, weight: float, temper
     w = np.where(labelled, weight, 1.0)[:, None]
     soft = ((1.0 - w) * one_hot + w * probs).astype(np.float32)
     agree = float(np.mean(probs[labelled].argmax(1) == train.labels[labelled])) if labelled.any() else 0.0
-    meta = {**train.meta, "target_mode": "crossentropy", "teacher": str(teacher), "teacher_weight": weight,
+    meta = {**train.meta, "target_mode": "crossentropy",
+            "teacher": str(teacher) if isinstance(teacher, str) else [str(t) for t in teachers],
+            "teacher_weight": weight,
             "teacher_temperature": temperature, "teacher_train_accuracy": agree}
     return FaceDataset(train.images, train.labels, train.classes, soft, train.split, train.source, meta)
+
+
+def _teacher_probs(teacher: str, train: FaceDataset, device: str) -> np.ndarray:
+    """One teacher's probabilities (N, classes) on the training faces, its classes checked."""
+    model = load_model(teacher, device)
+    if tuple(model.classes) != tuple(train.classes):
+        raise ConfigError(f"data.teacher {teacher} predicts {', '.join(model.classes)}, not this dataset's "
+                          f"classes ({', '.join(train.classes)})")
+    amp = autocast_dtype(resolve_device(device), "auto") if hasattr(model, "net") else None  # torch models
+    probs = model.predict_probs(np.asarray(train.images), **({"amp_dtype": amp} if amp is not None else {}))
+    return np.asarray(probs, np.float64)
