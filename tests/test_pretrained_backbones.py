@@ -218,3 +218,18 @@ def test_cpu_autocast_follows_the_hardware(monkeypatch) -> None:
     assert autocast_dtype(cpu, "off") is None
     with pytest.raises(ConfigError):
         autocast_dtype(cpu, "fp8")
+
+
+def test_fast_bf16_needs_the_cpu_instructions_not_onednn_emulation(monkeypatch) -> None:
+    """oneDNN says bf16 is supported on any AVX-512 CPU (by emulation, 2x slower than fp32 there):
+    only AVX-512 BF16 or AMX make ``amp: auto`` pick bf16."""
+    from ferkit.engine.device import cpu_has_fast_bf16
+
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    for avx512_bf16, amx, native in [(False, False, False), (True, False, True), (False, True, True)]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert cpu_has_fast_bf16() is native
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert cpu_has_fast_bf16() is False
