@@ -57,6 +57,7 @@ def test_train_learns_and_writes_run(tmp_path, fer_csv):
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
     meta = json.loads((run / "meta.json").read_text())
     assert meta["num_train"] == 280 and meta["num_val"] == 70
+    assert meta["precision"] == ("bfloat16" if tr.amp_dtype is torch.bfloat16 else "float32")  # what amp chose
 
     from ferkit.evaluation.evaluate import evaluate_model
 

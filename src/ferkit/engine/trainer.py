@@ -454,6 +454,7 @@ class Trainer:
     def _write_meta(self) -> None:
         meta = {"git_commit": git_commit(), "git_dirty": git_dirty(), "ferkit": __version__, "torch": torch.__version__,
                 "python": platform.python_version(), "device": str(self.device), "world_size": self.world,
+                "precision": str(self.amp_dtype or torch.float32).removeprefix("torch."),  # what amp: auto chose
                 "num_train": len(self.train_data), "num_val": len(self.val_data) if self.val_data else 0,
                 "num_unlabelled": len(self.unlabelled_data) if self.unlabelled_data is not None else 0,
                 "classes": list(self.classes), "data_meta": _jsonable(self.train_data.meta)}
