@@ -188,3 +188,76 @@ def test_finished_cells_are_skipped_and_other_configs_refused(bench, capsys):
     changed = [a if a != "optim.batch_size=32" else "optim.batch_size=16" for a in bench["argv"]]
     with pytest.raises(ConfigError, match="trained with another config .*optim.batch_size"):
         experiment(changed)
+
+
+def _with_seeds(tmp: Path, seeds: list) -> Path:
+    """The committed config with a seed axis, written beside the synthetic data."""
+    exp = yaml.safe_load(CONFIG.read_text())
+    exp["seeds"] = seeds
+    path = tmp / f"noise_seeds_{'_'.join(map(str, seeds))}.yaml"
+    path.write_text(yaml.safe_dump(exp, sort_keys=False))
+    return path
+
+
+def test_a_seed_axis_names_cells_by_seed_and_refuses_a_seed_override(tmp_path, capsys):
+    cfg = _with_seeds(tmp_path, [0, 1])
+    assert experiment([cfg, "--dry-run", "--only", "method=ce", "--only", "noise=0,natural",
+                       "--runs", tmp_path / "runs"]) is None
+    out = capsys.readouterr().out
+    assert out.startswith("4 of 50 cells (2 trainings)")
+    assert "  ce_0_s0 " in out and "  ce_0_s1 " in out and "seed=1 method=ce" in out
+    assert "ce_natural_s1" in out and "(model of ce_0_s1)" in out and "(model of ce_0_s0)" in out
+    experiment([cfg, "--dry-run", "--only", "seed=1", "--runs", tmp_path / "runs"])
+    assert capsys.readouterr().out.startswith("25 of 50 cells (20 trainings)")
+    with pytest.raises(ConfigError, match="seed axis"):
+        experiment([cfg, "--dry-run", "seed=1"])
+    bad = yaml.safe_load(cfg.read_text())
+    for seeds in ([], [0, 0], ["a"], 1):
+        bad["seeds"] = seeds
+        cfg.write_text(yaml.safe_dump(bad))
+        with pytest.raises(ConfigError, match="'seeds' must be a list of distinct integers"):
+            experiment([cfg, "--dry-run"])
+
+
+def test_seeds_are_averaged_in_the_table():
+    exp = {**load_experiment(CONFIG), "seeds": [0, 1]}
+    acc = {("ce", "0", 0): 0.60, ("ce", "0", 1): 0.62, ("ce", "20", 0): 0.55, ("ce", "20", 1): 0.55,
+           ("eac", "0", 0): 0.61}
+    rows = [{"cell": f"{m}_{n}_s{s}", "method": m, "noise": n, "seed": s, "accuracy": a, "macro_f1": a / 2,
+             "detection": {"n": 10, "n_noisy": 2, "noisy_fraction": 0.2, "auroc": {"loss": 0.8 + 0.1 * s}}
+             if n == "20" else None} for (m, n, s), a in acc.items()]
+    s = noise.summarise(rows, exp)
+    assert s["seeds"] == [0, 1]
+    assert s["accuracy"]["ce"]["0"] == pytest.approx(0.61) and s["accuracy_stats"]["ce"]["0"]["n"] == 2
+    assert s["accuracy_stats"]["ce"]["0"]["std"] == pytest.approx(np.std([0.60, 0.62], ddof=1))
+    assert s["drop_points"]["ce"]["20"] == pytest.approx(6.0)  # the difference of the seed means
+    assert s["accuracy_stats"]["eac"]["0"]["n"] == 1 and s["accuracy"]["eac"]["0"] == pytest.approx(0.61)
+    (det,) = s["detection"]
+    assert det["seeds"] == 2 and det["auroc"]["loss"] == pytest.approx(0.85) and len(det["per_seed"]) == 2
+    md = noise.markdown_table(s, exp, {"git_commit": "abc"}, {"data": "fer2013", "test": "PublicTest",
+                                                            "noise_seed": 0, "epochs": 25})
+    assert "mean ± sample std over seeds 0, 1" in md
+    assert "| ce | 61.00 ± 1.41 (2) | - | 55.00 ± 0.00 (2) |" in md and "| eac | 61.00 (1) |" in md
+    assert "| ce | 20 | 2 of 10 (20.0 %) | 2 | 85.0 |" in md
+
+
+def test_a_grid_gaining_a_seed_axis_keeps_its_renamed_cells(bench, tmp_path, capsys):
+    """The migration path: a one-seed grid's finished run folders, renamed <cell>_s0, are the seed-0
+    cells of the same config with ``seeds: [0, 1]``: skipped, not refused, and averaged with seed 1."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    for cell in ("ce_0", "ce_natural"):
+        shutil.copytree(bench["tmp"] / "runs" / cell, runs / f"{cell}_s0")
+    argv = [_with_seeds(tmp_path, [0, 1]) if a == str(CONFIG) else a for a in bench["argv"]]
+    argv[argv.index("--runs") + 1], argv[argv.index("--out") + 1] = str(runs), str(tmp_path / "results")
+    argv[argv.index("method=ce,scn")], argv[argv.index("noise=0,20,natural")] = "method=ce", "noise=0,natural"
+    table = experiment(argv)
+    out = capsys.readouterr().out
+    assert out.count("done, skipped") == 2 and "[ce_0_s1] training" in out
+    cells = {r["cell"]: r for r in table["cells"]}
+    assert cells["ce_natural_s1"]["trained_in"] == "ce_0_s1" and cells["ce_0_s1"]["seed"] == 1
+    st = table["accuracy_stats"]["ce"]["0"]
+    assert st["n"] == 2 and st["mean"] == pytest.approx((cells["ce_0"]["accuracy"]
+                                                         + cells["ce_0_s1"]["accuracy"]) / 2)
+    assert " ± " in (tmp_path / "results" / "table.md").read_text()

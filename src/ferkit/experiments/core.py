@@ -56,9 +56,10 @@ TRAINED = "trained.json"  # written after a training finished: a cell sharing th
 DIRTY_MARK = "DIRTY_TREE.txt"
 #: a finished cell's run files that its results folder keeps (``cells/<cell>/``) and restores from
 CELL_FILES = ("config.yaml", "meta.json", "metrics.csv")
-#: run-config keys that may differ between a run directory and the config resuming it
+#: run-config keys that may differ between a run directory and the config resuming it (``name`` too:
+#: a cell renamed, as when a grid gains a seed axis, is the same training under a new folder)
 RUNTIME_KEYS = {"train.device", "train.progress", "train.threads", "train.resume", "train.log_every",
-                "train.eval_batch_size", "data.path", "data.options.cache", "output_dir", "train.cache_dir"}
+                "train.eval_batch_size", "data.path", "data.options.cache", "output_dir", "train.cache_dir", "name"}
 #: the options every kind is called with, and their defaults (``ferkit experiment``'s options)
 COMMON_OPTIONS: dict[str, Any] = {"only": (), "epochs": None, "limit_train": None, "limit_val": None,
                                   "device": None, "runs": None, "out": None, "dry_run": False}

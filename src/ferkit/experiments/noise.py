@@ -9,6 +9,12 @@ method's 0 % model (cells with the same run config train once) scored against th
 labels of the same test faces, classes matched by name: FER2013's own labels as the noise, FER+
 votes as the truth. ``--only noise=10`` selects by percent.
 
+``seeds: [0, 1]`` (optional) adds a seed axis: cells ``<method>_<percent>_s<seed>`` (``--only seed=1``),
+each seed's natural cell scoring that seed's 0 % model, and the table gives the mean +- sample std
+over the finished seeds (the drops are differences of those means). ``data.noise_seed`` stays as
+the config sets it, so every seed trains on the same flipped rows: the spread is the training's.
+Without ``seeds`` the config's ``seed`` is the one seed and cells carry no suffix.
+
 The results folder gets ``table.json``, ``table.md`` (accuracy and macro-F1 per method and rate,
 the drop against 0 %, the issue's goal check beside the paper's reference drops, the detection
 table) and ``accuracy_vs_noise.png``. Detection: for every noisy cell, the AUROC with which each
@@ -29,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ferkit.errors import ConfigError, InputError
-from ferkit.experiments.core import GridKind, cell_config, cell_status, epoch_rows, grid_cells, log, run_meta
+from ferkit.experiments.core import GridKind, cell_config, cell_status, epoch_rows, grid_cells, log, run_meta, stats
 from ferkit.experiments.registry import register_kind
 
 if TYPE_CHECKING:
@@ -37,7 +43,7 @@ if TYPE_CHECKING:
     from ferkit.engine.model_io import LoadedModel
 
 KEYS = frozenset({"kind", "name", "runs_dir", "results_dir", "base", "methods", "noise_rates", "natural", "goal",
-                  "reference"})
+                  "reference", "seeds"})
 NATURAL_KEYS = {"dataset", "split", "options", "detection"}
 NATURAL = "natural"
 PLOT = "accuracy_vs_noise.png"
@@ -52,11 +58,16 @@ def rate_name(rate: float) -> str:
 
 
 def grid(exp: Mapping[str, Any]) -> dict[str, Any]:
-    """The grid of the shared runner's form: method axis x noise axis (percent names, then natural)."""
+    """The grid of the shared runner's form: method axis x noise axis (percent names, then natural),
+    x the seed axis when the config lists ``seeds``."""
     noise: dict[str, Any] = {rate_name(r): {"data": {"noise_rate": float(r)}} for r in exp["noise_rates"]}
     if exp.get("natural") is not None:
         noise[NATURAL] = {"data": {"noise_rate": 0.0}}  # FER2013's own labels: the noise is natural
-    return {"method": {str(m): dict(layer or {}) for m, layer in exp["methods"].items()}, "noise": noise}
+    out: dict[str, Any] = {"method": {str(m): dict(layer or {}) for m, layer in exp["methods"].items()},
+                           "noise": noise}
+    if exp.get("seeds"):
+        out["seed"] = [int(x) for x in exp["seeds"]]
+    return out
 
 
 def _training_key(cfg: Mapping[str, Any]) -> str:
@@ -188,13 +199,41 @@ def _limits(block: Mapping[str, Any] | None, key: str) -> dict[str, float]:
     return {rate_name(float(k) / 100): float(v) for k, v in ((block or {}).get(key) or {}).items()}
 
 
+def _per_seed_mean(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """:func:`~ferkit.experiments.core.stats` of ``key`` over the rows (one per seed) of a cell."""
+    return stats(r.get(key) for r in rows)
+
+
+def _detection_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One detection row per (method, noise): the AUROCs averaged over the seeds (``seeds`` counts them)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("detection"):
+            groups.setdefault((r["method"], r["noise"]), []).append(r)
+    out = []
+    for (m, n), rs in groups.items():
+        dets = [r["detection"] for r in rs]
+        signals = list(dict.fromkeys(k for d in dets for k in d["auroc"]))
+        auroc = {k: stats(d["auroc"].get(k) for d in dets)["mean"] for k in signals}
+        first = dets[0]
+        out.append({"cell": rs[0]["cell"], "method": m, "noise": n, "n": first["n"], "n_noisy": first["n_noisy"],
+                    "noisy_fraction": first.get("noisy_fraction"), "auroc": auroc, "seeds": len(rs),
+                    "per_seed": [{"cell": r["cell"], "seed": r.get("seed"), **r["detection"]} for r in rs]})
+    return out
+
+
 def summarise(rows: list[dict[str, Any]], exp: Mapping[str, Any]) -> dict[str, Any]:
-    """Accuracy / macro-F1 per method and noise, drops against 0 %, the goal check and the detection rows."""
+    """Accuracy / macro-F1 per method and noise (the mean over the seeds finished), drops against 0 %,
+    the goal check and the detection rows."""
     methods = [str(m) for m in exp["methods"]]
     noises = list(grid(exp)["noise"])
-    by = {(r["method"], r["noise"]): r for r in rows}
-    acc = {m: {n: by[(m, n)]["accuracy"] for n in noises if (m, n) in by} for m in methods}
-    f1 = {m: {n: by[(m, n)]["macro_f1"] for n in noises if (m, n) in by} for m in methods}
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault((r["method"], r["noise"]), []).append(r)
+    acc_stats = {m: {n: _per_seed_mean(by[(m, n)], "accuracy") for n in noises if (m, n) in by} for m in methods}
+    f1_stats = {m: {n: _per_seed_mean(by[(m, n)], "macro_f1") for n in noises if (m, n) in by} for m in methods}
+    acc = {m: {n: v["mean"] for n, v in a.items()} for m, a in acc_stats.items()}
+    f1 = {m: {n: v["mean"] for n, v in a.items()} for m, a in f1_stats.items()}
     zero = rate_name(0)
     rated = [n for n in noises if n not in (zero, NATURAL)]
     drop = {m: {n: (acc[m][zero] - acc[m][n]) * 100 for n in rated if zero in acc[m] and n in acc[m]}
@@ -218,12 +257,11 @@ def summarise(rows: list[dict[str, Any]], exp: Mapping[str, Any]) -> dict[str, A
     goal = {"max_drop_points": limits, "per_method": per_method, "best_accuracy_per_rate": best,
             "met_by": [m for m, v in per_method.items() if v["all"]], "met": met,
             "rule": "met when one method stays within every limit (its drop against its own 0 % accuracy)"}
-    det = [{"cell": r["cell"], "method": r["method"], "noise": r["noise"], **r["detection"]}
-           for r in rows if r.get("detection")]
-    return {"methods": methods, "noise": noises, "accuracy": acc, "macro_f1": f1, "drop_points": drop,
-            "goal": goal, "reference": {**(exp.get("reference") or {}),
-                                        "drop_points": _limits(exp.get("reference"), "drop_points")},
-            "detection": det}
+    return {"methods": methods, "noise": noises, "seeds": list(grid(exp).get("seed") or []),
+            "accuracy": acc, "macro_f1": f1, "accuracy_stats": acc_stats, "macro_f1_stats": f1_stats,
+            "drop_points": drop, "goal": goal,
+            "reference": {**(exp.get("reference") or {}), "drop_points": _limits(exp.get("reference"), "drop_points")},
+            "detection": _detection_rows(rows)}
 
 
 def _pct(x: float | None, digits: int = 2, sign: bool = False) -> str:
@@ -238,6 +276,17 @@ def _yes(x: bool | None) -> str:
     return "-" if x is None else ("yes" if x else "no")
 
 
+def _pct_seeds(st: Mapping[str, Any] | None, several: bool) -> str:
+    """Percent: ``67.01`` in a one-seed grid; ``67.01 ± 0.30 (2)`` or ``67.01 (1)`` (seeds finished) when
+    the grid has ``several`` seeds."""
+    if not st or st["mean"] is None:
+        return "-"
+    if not several:
+        return _pct(st["mean"])
+    spread = f" ± {st['std'] * 100:.2f}" if st["std"] is not None else ""
+    return f"{st['mean'] * 100:.2f}{spread} ({st['n']})"
+
+
 def markdown_table(s: Mapping[str, Any], exp: Mapping[str, Any], env: Mapping[str, Any],
                    budget: Mapping[str, Any]) -> str:
     """The accuracy, drop, goal and detection tables of the benchmark."""
@@ -245,8 +294,11 @@ def markdown_table(s: Mapping[str, Any], exp: Mapping[str, Any], env: Mapping[st
     rated = [n for n in s["noise"] if n not in (zero, NATURAL)]
     cols = [n for n in s["noise"] if n != NATURAL]
     nat = NATURAL in s["noise"]
+    seeds = s.get("seeds") or []
+    seed_text = (f"mean ± sample std over seeds {', '.join(map(str, seeds))} (number finished)" if len(seeds) > 1
+                 else "one seed")
     lines = [f"# {exp['name']}: accuracy under label noise (issue 7)", "",
-             f"Clean {budget['data']} {budget['test']} accuracy (%) of the **last** epoch, one seed, the "
+             f"Clean {budget['data']} {budget['test']} accuracy (%) of the **last** epoch, {seed_text}, the "
              f"training labels flipped by ferkit's injector (symmetric, seed {budget['noise_seed']}; every "
              f"method sees the same flipped rows). Commit `{env.get('git_commit')}`. Budget: "
              + ", ".join(f"{k} {v}" for k, v in budget.items() if k not in ("data", "test", "noise_seed")) + ".",
@@ -260,9 +312,10 @@ def markdown_table(s: Mapping[str, Any], exp: Mapping[str, Any], env: Mapping[st
     head += [f"macro-F1 {n} %" for n in cols]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in s["methods"]:
-        a, f = s["accuracy"][m], s["macro_f1"][m]
-        cells = [m] + [_pct(a.get(n)) for n in cols] + ([_pct(a.get(NATURAL))] if nat else [])
-        cells += [_pct(f.get(n)) for n in cols]
+        a, f = s["accuracy_stats"][m], s["macro_f1_stats"][m]
+        several = len(seeds) > 1
+        cells = [m] + [_pct_seeds(a.get(n), several) for n in cols]
+        cells += ([_pct_seeds(a.get(NATURAL), several)] if nat else []) + [_pct_seeds(f.get(n), several) for n in cols]
         lines.append("| " + " | ".join(cells) + " |")
     g, ref = s["goal"], s["reference"]
     lim, rdrop = g["max_drop_points"], ref.get("drop_points") or {}
@@ -293,8 +346,9 @@ def markdown_table(s: Mapping[str, Any], exp: Mapping[str, Any], env: Mapping[st
         lines += ["", "Finding the noisy training labels: AUROC (%) of each per-sample signal of the final model "
                   "on its training set (50 = chance; loss = cross-entropy under the given, noisy label; "
                   "uncertainty = APSM's sigma^2 / RUL's u; 1 - weight = SCN's importance). Noisy = flipped by "
-                  "the injector, or for *natural* the FER2013 label disagreeing with the FER+ majority.", ""]
-        head = ["method", "noise", "noisy rows"] + signals
+                  "the injector, or for *natural* the FER2013 label disagreeing with the FER+ majority."
+                  + (" Mean over the seeds finished (seeds)." if len(seeds) > 1 else ""), ""]
+        head = ["method", "noise", "noisy rows"] + (["seeds"] if len(seeds) > 1 else []) + signals
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         order = {n: i for i, n in enumerate(s["noise"])}
         morder = {m: i for i, m in enumerate(s["methods"])}
@@ -302,6 +356,7 @@ def markdown_table(s: Mapping[str, Any], exp: Mapping[str, Any], env: Mapping[st
             frac = d.get("noisy_fraction")
             lines.append("| " + " | ".join([d["method"], d["noise"], f"{d['n_noisy']} of {d['n']}"
                                             + (f" ({frac * 100:.1f} %)" if frac is not None else "")]
+                                           + ([str(d["seeds"])] if len(seeds) > 1 else [])
                                            + [_pct(d["auroc"].get(k), 1) for k in signals]) + " |")
     return "\n".join(lines) + "\n"
 
@@ -314,10 +369,12 @@ def plot(s: Mapping[str, Any], path: Path, title: str) -> Path:
     fig = new_figure((11, 4.2))
     ax1, ax2 = fig.subplots(1, 2)
     for i, m in enumerate(s["methods"]):  # a method keeps its colour whichever cells are finished
-        a = s["accuracy"][m]
+        a, st = s["accuracy"][m], s["accuracy_stats"][m]
         xs = [float(n) for n in cols if n in a]
-        if xs:
-            ax1.plot(xs, [a[n] * 100 for n in cols if n in a], marker="o", color=f"C{i}", label=m)
+        if xs:  # error bars: the sample std over the seeds, where there are several
+            err = [(st[n]["std"] or 0.0) * 100 for n in cols if n in a]
+            ax1.errorbar(xs, [a[n] * 100 for n in cols if n in a], yerr=err, marker="o", capsize=3,
+                         color=f"C{i}", label=m)
         d = {rate_name(0): 0.0, **s["drop_points"][m]} if s["drop_points"][m] else {}
         xs = [float(n) for n in cols if n in d]
         if xs:
@@ -359,14 +416,21 @@ class Noise(GridKind):
             raise ConfigError(f"experiment config {path}: 'noise_rates' must be a list of rates in [0, 1)")
         if 0 not in rates:
             raise ConfigError(f"experiment config {path}: 'noise_rates' needs 0, the reference of every drop")
+        seeds = exp.get("seeds")
+        if seeds is not None and (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+                                  or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
+            raise ConfigError(f"experiment config {path}: 'seeds' must be a list of distinct integers")
         nat = exp.get("natural")
         if nat is not None:
             if not isinstance(nat, Mapping) or set(nat) - NATURAL_KEYS:
                 raise ConfigError(f"experiment config {path}: 'natural' takes {', '.join(sorted(NATURAL_KEYS))}")
 
     def check_options(self) -> None:
-        if any(o.split("=", 1)[0].strip() == "data.noise_rate" for o in self.opts.overrides):
+        keys = {o.split("=", 1)[0].strip() for o in self.opts.overrides}
+        if "data.noise_rate" in keys:
             raise ConfigError("data.noise_rate is the grid's noise axis: choose rates with --only noise=10,20")
+        if "seed" in keys and self.exp.get("seeds"):
+            raise ConfigError("seed is the grid's seed axis here (the config lists seeds): choose with --only seed=1")
 
     def plan(self, runs_dir: Path) -> list[dict[str, Any]]:
         cells = grid_cells(grid(self.exp))
@@ -390,7 +454,8 @@ class Noise(GridKind):
             test = (f"{exp['natural'].get('dataset')} {exp['natural'].get('split')}" if c["natural"]
                     else f"{cfg['data']['dataset']} {cfg['data']['val_split']}")
             shared = f" (model of {c['train_cell']})" if c["train_cell"] != c["name"] else ""
-            log(f"  {c['name']:<16} {cell_status(c, runs_dir, out):<8} method={cfg['method']['name']} "
+            log(f"  {c['name']:<16} {cell_status(c, runs_dir, out):<8} seed={cfg['seed']} "
+                f"method={cfg['method']['name']} "
                 f"noise_rate={c['noise_rate']:g}{shared} test={test} model={cfg['model']['name']} "
                 f"epochs={cfg['train']['epochs']} lr={cfg['optim']['lr']} batch={cfg['optim']['batch_size']} "
                 f"px={cfg['data']['image_size']} limit_train={cfg['data']['limit_train']}")
@@ -412,7 +477,8 @@ class Noise(GridKind):
                 "limit_train": first["data"]["limit_train"], "limit_val": first["data"]["limit_val"]}
 
     def row_fields(self, cell: Mapping[str, Any]) -> dict[str, Any]:
-        return {"noise_rate": cell["noise_rate"], "natural": cell["natural"], "trained_in": cell["train_cell"]}
+        return {"noise_rate": cell["noise_rate"], "natural": cell["natural"], "trained_in": cell["train_cell"],
+                "seed": int(cell["cfg"]["seed"])}
 
     def score(self, cell: Mapping[str, Any], run_dir: Path, device: str) -> dict[str, Any]:
         return score_cell(cell, self.exp, run_dir, device)
