@@ -261,3 +261,31 @@ def test_a_grid_gaining_a_seed_axis_keeps_its_renamed_cells(bench, tmp_path, cap
     assert st["n"] == 2 and st["mean"] == pytest.approx((cells["ce_0"]["accuracy"]
                                                          + cells["ce_0_s1"]["accuracy"]) / 2)
     assert " ± " in (tmp_path / "results" / "table.md").read_text()
+
+
+def test_the_goal_can_ask_the_method_to_beat_the_baseline(tmp_path):
+    """Issue 16's goal: small drops are not enough, the method must also be above CE at 20 and 30 %."""
+    exp = load_experiment(CONFIG)
+    exp["goal"] = {**exp["goal"], "above_baseline": {"method": "ce", "rates": [20, 30]}}
+    acc = {"ce": [0.66, 0.65, 0.63, 0.61],
+           "rul": [0.64, 0.637, 0.628, 0.615],   # drops 0.3 / 1.2 / 2.5, but below CE at 20 %
+           "scn": [0.64, 0.635, 0.632, 0.62]}    # drops 0.5 / 0.8 / 2.0 and above CE at 20 and 30 %
+    rows = [{"cell": f"{m}_{n}", "method": m, "noise": n, "accuracy": a, "macro_f1": a / 2, "detection": None}
+            for m, accs in acc.items() for n, a in zip(("0", "10", "20", "30"), accs)]
+    g = noise.summarise(rows, exp)["goal"]
+    assert g["per_method"]["rul"]["within"] == {"10": True, "20": True, "30": True}
+    assert g["per_method"]["rul"]["above_baseline"] == {"20": False, "30": True}
+    assert g["per_method"]["rul"]["all"] is False and g["per_method"]["ce"]["all"] is False
+    assert g["per_method"]["scn"]["all"] is True and g["met_by"] == ["scn"] and g["met"] is True
+    md = noise.markdown_table(noise.summarise(rows, exp), exp, {"git_commit": "abc"},
+                              {"data": "fer2013", "test": "PublicTest", "noise_seed": 0, "epochs": 8})
+    assert "| rul | 0.30 | 1.20 | 2.50 | no / yes | no |" in md and "beats ce at 20 / 30 %" in md
+    rows = [r for r in rows if r["method"] != "scn"]
+    assert noise.summarise(rows, exp)["goal"]["met"] is None  # apsm, eac, scn missing: open
+    for bad in ({"method": "svm", "rates": [20]}, {"method": "ce", "rates": [25]}, {"method": "ce"}):
+        cfg = yaml.safe_load(CONFIG.read_text())
+        cfg["goal"]["above_baseline"] = bad
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        with pytest.raises(ConfigError, match="above_baseline"):
+            experiment([path, "--dry-run"])

@@ -222,6 +222,15 @@ def _detection_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _above_baseline(exp: Mapping[str, Any]) -> tuple[str | None, list[str]]:
+    """(baseline method, noise axis names) of ``goal.above_baseline``: the rates at which the method
+    meeting the goal must also beat the baseline (issue 16), or (None, []) without it."""
+    block = (exp.get("goal") or {}).get("above_baseline")
+    if not block:
+        return None, []
+    return str(block["method"]), [rate_name(float(r) / 100) for r in block["rates"]]
+
+
 def summarise(rows: list[dict[str, Any]], exp: Mapping[str, Any]) -> dict[str, Any]:
     """Accuracy / macro-F1 per method and noise (the mean over the seeds finished), drops against 0 %,
     the goal check and the detection rows."""
@@ -239,11 +248,15 @@ def summarise(rows: list[dict[str, Any]], exp: Mapping[str, Any]) -> dict[str, A
     drop = {m: {n: (acc[m][zero] - acc[m][n]) * 100 for n in rated if zero in acc[m] and n in acc[m]}
             for m in methods}
     limits = _limits(exp.get("goal"), "max_drop_points")
+    base, above_rates = _above_baseline(exp)
     per_method = {}
     for m in methods:
         within = {n: drop[m][n] <= lim if n in drop[m] else None for n, lim in limits.items()}
-        per_method[m] = {"within": within,
-                         "all": None if None in within.values() else all(within.values())}
+        above = {n: (False if m == base else acc[m][n] > acc[base][n] if n in acc[m] and n in acc.get(base, {})
+                     else None) for n in above_rates}
+        checks = [*within.values(), *above.values()]
+        per_method[m] = {"within": within, "above_baseline": above,
+                         "all": None if None in checks else all(checks)}
     best = {}
     for n in rated:
         have = [m for m in methods if n in acc[m]]
@@ -255,8 +268,10 @@ def summarise(rows: list[dict[str, Any]], exp: Mapping[str, Any]) -> dict[str, A
     alls = [v["all"] for v in per_method.values()]
     met = True if True in alls else (False if alls and None not in alls else None)
     goal = {"max_drop_points": limits, "per_method": per_method, "best_accuracy_per_rate": best,
-            "met_by": [m for m, v in per_method.items() if v["all"]], "met": met,
-            "rule": "met when one method stays within every limit (its drop against its own 0 % accuracy)"}
+            "met_by": [m for m, v in per_method.items() if v["all"]], "met": met, "baseline": base,
+            "above_rates": above_rates,
+            "rule": "met when one method stays within every limit (its drop against its own 0 % accuracy)"
+                    + (f" and is more accurate than {base} at {' / '.join(above_rates)} %" if above_rates else "")}
     return {"methods": methods, "noise": noises, "seeds": list(grid(exp).get("seed") or []),
             "accuracy": acc, "macro_f1": f1, "accuracy_stats": acc_stats, "macro_f1_stats": f1_stats,
             "drop_points": drop, "goal": goal,
@@ -321,23 +336,29 @@ def markdown_table(s: Mapping[str, Any], exp: Mapping[str, Any], env: Mapping[st
     lim, rdrop = g["max_drop_points"], ref.get("drop_points") or {}
     lines += ["", "Drop in points against the method's own 0 % accuracy (lower is better); the goal row is the "
               "issue's limit for the best method.", ""]
-    head = ["method"] + [f"{n} %" for n in rated] + ["within goal"]
+    above = g.get("above_rates") or []
+    above_head = [f"above {g['baseline']} at {' / '.join(above)} %"] if above else []
+    head = ["method"] + [f"{n} %" for n in rated] + above_head + ["meets goal"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in s["methods"]:
-        lines.append("| " + " | ".join([m] + [_pts(s["drop_points"][m].get(n)) for n in rated]
-                                       + [_yes(g["per_method"][m]["all"])]) + " |")
-    lines.append("| **goal (at most)** | " + " | ".join(_pts(lim.get(n), 1) for n in rated) + " | |")
+        pm_ = g["per_method"][m]
+        above_cell = [" / ".join(_yes(pm_["above_baseline"].get(n)) for n in above)] if above else []
+        lines.append("| " + " | ".join([m] + [_pts(s["drop_points"][m].get(n)) for n in rated] + above_cell
+                                       + [_yes(pm_["all"])]) + " |")
+    pad = " |" * len(above_head)
+    lines.append("| **goal (at most)** | " + " | ".join(_pts(lim.get(n), 1) for n in rated) + pad + " | |")
     if rdrop:
         lines.append(f"| {ref.get('label', 'reference')} | " + " | ".join(_pts(rdrop.get(n), 1) for n in rated)
-                     + " | |")
+                     + pad + " | |")
     best = "; ".join(f"{n} %: {b['method']} ({_pct(b['accuracy'])} %, drop {_pts(b['drop_points'])}, "
                      f"{'within' if b['within'] else 'over' if b['within'] is False else 'no limit / no 0 %'})"
                      for n, b in g["best_accuracy_per_rate"].items())
     verdict = {True: f"**met** (by {', '.join(g['met_by'])})", False: "**not met**",
                None: "**open** (cells missing)"}[g["met"]]
-    lines += ["", "Goal (best method loses at most "
+    beat = f", and beats {g['baseline']} at {' / '.join(above)} %" if above else ""
+    lines += ["", "Goal (one method loses at most "
               + " / ".join(f"{_pts(lim[n], 1)}" for n in rated if n in lim)
-              + f" points at {' / '.join(f'{n}' for n in rated if n in lim)} %): {verdict}. "
+              + f" points at {' / '.join(f'{n}' for n in rated if n in lim)} %{beat}): {verdict}. "
               f"Most accurate method per rate: {best or '-'}."]
     if ref.get("note"):
         lines += ["", f"{ref.get('label', 'Reference')}: {str(ref['note']).strip()}"]
@@ -416,6 +437,13 @@ class Noise(GridKind):
             raise ConfigError(f"experiment config {path}: 'noise_rates' must be a list of rates in [0, 1)")
         if 0 not in rates:
             raise ConfigError(f"experiment config {path}: 'noise_rates' needs 0, the reference of every drop")
+        above = (exp.get("goal") or {}).get("above_baseline")
+        known = {rate_name(r) for r in rates}
+        if above is not None and (not isinstance(above, Mapping) or set(above) != {"method", "rates"}
+                                  or str(above["method"]) not in methods or not isinstance(above["rates"], list)
+                                  or not {rate_name(float(r) / 100) for r in above["rates"]} <= known):
+            raise ConfigError(f"experiment config {path}: goal.above_baseline takes method (one of the methods) "
+                              "and rates (percents of noise_rates)")
         seeds = exp.get("seeds")
         if seeds is not None and (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
                                   or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
