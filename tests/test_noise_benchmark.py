@@ -212,7 +212,7 @@ def test_a_seed_axis_names_cells_by_seed_and_refuses_a_seed_override(tmp_path, c
     with pytest.raises(ConfigError, match="seed axis"):
         experiment([cfg, "--dry-run", "seed=1"])
     bad = yaml.safe_load(cfg.read_text())
-    for seeds in ([], [0, 0], ["a"], 1):
+    for seeds in ([], [0, 0], ["a"], 1, [[0]]):
         bad["seeds"] = seeds
         cfg.write_text(yaml.safe_dump(bad))
         with pytest.raises(ConfigError, match="'seeds' must be a list of distinct integers"):
@@ -282,7 +282,8 @@ def test_the_goal_can_ask_the_method_to_beat_the_baseline(tmp_path):
     assert "| rul | 0.30 | 1.20 | 2.50 | no / yes | no |" in md and "beats ce at 20 / 30 %" in md
     rows = [r for r in rows if r["method"] != "scn"]
     assert noise.summarise(rows, exp)["goal"]["met"] is None  # apsm, eac, scn missing: open
-    for bad in ({"method": "svm", "rates": [20]}, {"method": "ce", "rates": [25]}, {"method": "ce"}):
+    for bad in ({"method": "svm", "rates": [20]}, {"method": "ce", "rates": [25]}, {"method": "ce"},
+                {"method": "ce", "rates": ["twenty"]}):
         cfg = yaml.safe_load(CONFIG.read_text())
         cfg["goal"]["above_baseline"] = bad
         path = tmp_path / "bad.yaml"

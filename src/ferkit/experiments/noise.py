@@ -441,12 +441,14 @@ class Noise(GridKind):
         known = {rate_name(r) for r in rates}
         if above is not None and (not isinstance(above, Mapping) or set(above) != {"method", "rates"}
                                   or str(above["method"]) not in methods or not isinstance(above["rates"], list)
+                                  or not all(isinstance(r, (int, float)) for r in above["rates"])
                                   or not {rate_name(float(r) / 100) for r in above["rates"]} <= known):
             raise ConfigError(f"experiment config {path}: goal.above_baseline takes method (one of the methods) "
                               "and rates (percents of noise_rates)")
         seeds = exp.get("seeds")
-        if seeds is not None and (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
-                                  or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
+        if seeds is not None and (not isinstance(seeds, list) or not seeds
+                                  or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
+                                  or len(set(seeds)) != len(seeds)):
             raise ConfigError(f"experiment config {path}: 'seeds' must be a list of distinct integers")
         nat = exp.get("natural")
         if nat is not None:
