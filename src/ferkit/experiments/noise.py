@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ferkit.errors import ConfigError, InputError
-from ferkit.experiments.core import GridKind, cell_config, cell_status, epoch_rows, grid_cells, log, run_meta, stats
+from ferkit.experiments.core import GridKind, cell_config, cell_status, epoch_rows, grid_cells, log, pm, run_meta, stats
 from ferkit.experiments.registry import register_kind
 
 if TYPE_CHECKING:
@@ -199,11 +199,6 @@ def _limits(block: Mapping[str, Any] | None, key: str) -> dict[str, float]:
     return {rate_name(float(k) / 100): float(v) for k, v in ((block or {}).get(key) or {}).items()}
 
 
-def _per_seed_mean(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
-    """:func:`~ferkit.experiments.core.stats` of ``key`` over the rows (one per seed) of a cell."""
-    return stats(r.get(key) for r in rows)
-
-
 def _detection_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One detection row per (method, noise): the AUROCs averaged over the seeds (``seeds`` counts them)."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -235,12 +230,13 @@ def summarise(rows: list[dict[str, Any]], exp: Mapping[str, Any]) -> dict[str, A
     """Accuracy / macro-F1 per method and noise (the mean over the seeds finished), drops against 0 %,
     the goal check and the detection rows."""
     methods = [str(m) for m in exp["methods"]]
-    noises = list(grid(exp)["noise"])
+    axes = grid(exp)
+    noises = list(axes["noise"])
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
         by.setdefault((r["method"], r["noise"]), []).append(r)
-    acc_stats = {m: {n: _per_seed_mean(by[(m, n)], "accuracy") for n in noises if (m, n) in by} for m in methods}
-    f1_stats = {m: {n: _per_seed_mean(by[(m, n)], "macro_f1") for n in noises if (m, n) in by} for m in methods}
+    acc_stats = {m: {n: stats(r["accuracy"] for r in by[(m, n)]) for n in noises if (m, n) in by} for m in methods}
+    f1_stats = {m: {n: stats(r["macro_f1"] for r in by[(m, n)]) for n in noises if (m, n) in by} for m in methods}
     acc = {m: {n: v["mean"] for n, v in a.items()} for m, a in acc_stats.items()}
     f1 = {m: {n: v["mean"] for n, v in a.items()} for m, a in f1_stats.items()}
     zero = rate_name(0)
@@ -272,7 +268,7 @@ def summarise(rows: list[dict[str, Any]], exp: Mapping[str, Any]) -> dict[str, A
             "above_rates": above_rates,
             "rule": "met when one method stays within every limit (its drop against its own 0 % accuracy)"
                     + (f" and is more accurate than {base} at {' / '.join(above_rates)} %" if above_rates else "")}
-    return {"methods": methods, "noise": noises, "seeds": list(grid(exp).get("seed") or []),
+    return {"methods": methods, "noise": noises, "seeds": list(axes.get("seed") or []),
             "accuracy": acc, "macro_f1": f1, "accuracy_stats": acc_stats, "macro_f1_stats": f1_stats,
             "drop_points": drop, "goal": goal,
             "reference": {**(exp.get("reference") or {}), "drop_points": _limits(exp.get("reference"), "drop_points")},
@@ -294,12 +290,9 @@ def _yes(x: bool | None) -> str:
 def _pct_seeds(st: Mapping[str, Any] | None, several: bool) -> str:
     """Percent: ``67.01`` in a one-seed grid; ``67.01 ± 0.30 (2)`` or ``67.01 (1)`` (seeds finished) when
     the grid has ``several`` seeds."""
-    if not st or st["mean"] is None:
+    if not st:
         return "-"
-    if not several:
-        return _pct(st["mean"])
-    spread = f" ± {st['std'] * 100:.2f}" if st["std"] is not None else ""
-    return f"{st['mean'] * 100:.2f}{spread} ({st['n']})"
+    return pm(st) if several else _pct(st["mean"])
 
 
 def markdown_table(s: Mapping[str, Any], exp: Mapping[str, Any], env: Mapping[str, Any],
@@ -326,9 +319,9 @@ def markdown_table(s: Mapping[str, Any], exp: Mapping[str, Any], env: Mapping[st
     head = ["method"] + [f"{n} %" for n in cols] + (["natural"] if nat else [])
     head += [f"macro-F1 {n} %" for n in cols]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    several = len(seeds) > 1
     for m in s["methods"]:
         a, f = s["accuracy_stats"][m], s["macro_f1_stats"][m]
-        several = len(seeds) > 1
         cells = [m] + [_pct_seeds(a.get(n), several) for n in cols]
         cells += ([_pct_seeds(a.get(NATURAL), several)] if nat else []) + [_pct_seeds(f.get(n), several) for n in cols]
         lines.append("| " + " | ".join(cells) + " |")
