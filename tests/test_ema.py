@@ -47,3 +47,23 @@ def test_state_round_trip_continues_identically():
     a.update(_net(4.0))
     b.update(_net(4.0))
     assert torch.equal(a.shadow.weight, b.shadow.weight) and a.updates == b.updates == 4
+
+
+def test_frozen_weights_and_their_batchnorm_statistics_are_copied_not_averaged():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2), nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2))
+    for p in [*model[0].parameters(), *model[1].parameters()]:
+        p.requires_grad_(False)
+    ema = EMA(model, decay=0.9, warmup=False)
+    with torch.no_grad():
+        for m in model:
+            for t in [*m.parameters(), *m.buffers()]:
+                if t.dtype.is_floating_point:
+                    t.add_(1.0 / 3.0)  # a change the average would round
+    ema.update(model)
+    frozen, trained = ema.shadow[0:2].state_dict(), ema.shadow[2:4].state_dict()
+    assert all(torch.equal(v, model[0:2].state_dict()[k]) for k, v in frozen.items())  # bit-identical
+    assert not torch.equal(trained["2.weight"], model[2].weight)  # the trained block is averaged
+    assert not torch.equal(trained["3.running_mean"], model[3].running_mean)
+    assert ema.copied == {"0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var",
+                          "1.num_batches_tracked"}

@@ -290,3 +290,24 @@ def test_the_goal_can_ask_the_method_to_beat_the_baseline(tmp_path):
         path.write_text(yaml.safe_dump(cfg))
         with pytest.raises(ConfigError, match="above_baseline"):
             experiment([path, "--dry-run"])
+
+
+def test_the_goal_is_judged_on_the_seeds_every_cell_has_finished():
+    """With seed 1 finished for scn only, its good seed must not be compared with ce's seed 0 alone."""
+    exp = load_experiment(CONFIG)
+    exp = {**exp, "methods": {m: exp["methods"][m] for m in ("ce", "scn")}, "seeds": [0, 1]}
+    exp["goal"] = {**exp["goal"], "above_baseline": {"method": "ce", "rates": [20, 30]}}
+    acc = {("ce", 0): [0.66, 0.65, 0.63, 0.61], ("scn", 0): [0.64, 0.63, 0.62, 0.60],  # scn below ce
+           ("scn", 1): [0.70, 0.70, 0.69, 0.68]}  # a lucky seed 1, finished by scn only
+    rows = [{"cell": f"{m}_{n}_s{s}", "method": m, "noise": n, "seed": s, "accuracy": a, "macro_f1": a / 2,
+             "detection": None} for (m, s), accs in acc.items() for n, a in zip(("0", "10", "20", "30"), accs)]
+    s = noise.summarise(rows, exp)
+    assert s["accuracy"]["scn"]["30"] == pytest.approx(0.64)  # the table: the mean over scn's two seeds
+    g = s["goal"]
+    assert g["seeds"] == [0] and g["per_method"]["scn"]["above_baseline"] == {"20": False, "30": False}
+    assert g["met"] is False and g["best_accuracy_per_rate"]["30"]["method"] == "ce"
+    md = noise.markdown_table(s, exp, {"git_commit": "abc"}, {"data": "fer2013", "test": "PublicTest",
+                                                            "noise_seed": 0, "epochs": 8})
+    assert "Drops and goal on seed 0, the seeds every method has finished" in md
+    rows += [{**r, "cell": r["cell"][:-1] + "1", "seed": 1} for r in rows if r["method"] == "ce"]
+    assert noise.summarise(rows, exp)["goal"]["seeds"] == [0, 1]  # both complete: both used

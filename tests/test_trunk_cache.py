@@ -105,3 +105,33 @@ def test_every_method_trains_on_cached_activations(tmp_path, fer_csv, one_thread
         assert tr.u_loader.images.dtype == torch.bfloat16 and tr.u_loader.images.shape[1] == 2
     row = tr.fit()
     assert row["val_accuracy"] >= 0 and row["train_loss"] == row["train_loss"]  # ran, no NaN
+
+
+def test_a_finished_run_is_scored_from_its_cached_activations(tmp_path, fer_csv, one_thread) -> None:
+    """The noise kind's training-row scoring: the run's cache is found under its EMA weights and gives
+    the image path's probabilities and APSM uncertainty up to the cache's bf16 rounding."""
+    from ferkit.data import load_dataset
+    from ferkit.engine.model_io import load_model
+    from ferkit.engine.trunk_cache import classify_cached
+    from ferkit.experiments.noise import cached_training_trunk
+    from ferkit.methods import get_method
+
+    cfg = _cfg(tmp_path, fer_csv, epochs=1, ema=0.9)
+    cfg["method"] = {**get_method("apsm").defaults, "name": "apsm"}
+    Trainer(cfg).fit()
+    model = load_model(tmp_path / "runs" / "run" / "checkpoints" / "last.pt", device="cpu")
+    train = load_dataset("fer2013", fer_csv, "Training", cache=False)
+    trunk = cached_training_trunk(model, train, cfg)
+    assert trunk is not None and trunk.shape[:2] == (len(train), 2)  # needs the EMA's frozen blocks unchanged
+    probs, unc = classify_cached(model.net, trunk, model.device, 64)
+    ref_probs, ref_unc = model.classify(train.images, batch_size=64)
+    assert unc is not None and ref_unc is not None
+    assert abs(probs - ref_probs).max() < 0.05
+    assert (probs.argmax(1) == ref_probs.argmax(1)).mean() > 0.95
+    assert abs(unc - ref_unc).max() < 0.05 * (abs(ref_unc).max() + 1e-6)
+    flip, _ = classify_cached(model.net, trunk, model.device, 64, tta_flip=True)
+    ref_flip, _ = model.classify(train.images, batch_size=64, tta_flip=True)
+    assert abs(flip - ref_flip).max() < 0.05 and abs(flip - probs).max() > 1e-4  # the mirror's view is used
+
+    other = {**cfg, "train": {**cfg["train"], "cache_dir": str(tmp_path / "elsewhere")}}
+    assert cached_training_trunk(model, train, other) is None  # no cache there: the caller scores images

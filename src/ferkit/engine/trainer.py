@@ -54,7 +54,7 @@ from ferkit.engine.config import config_differences, save_config
 from ferkit.engine.data import load_ssl_data
 from ferkit.engine.device import autocast_dtype, resolve_device, torch_threads
 from ferkit.engine.hooks import CheckpointHook, EMAHook, EvalHook, Hook, LoggerHook, ProgressHook
-from ferkit.engine.trunk_cache import cached_trunk, check_cacheable, feature_view
+from ferkit.engine.trunk_cache import cached_trunk, check_cacheable, feature_view, run_cache_dir, trunk_preprocess
 from ferkit.errors import ConfigError, TrainingDiverged
 from ferkit.methods import Method, get_method
 from ferkit.metrics import compute_metrics
@@ -203,14 +203,11 @@ class Trainer:
         """``train.cache_frozen``: the loaders serve the frozen blocks' output for each face and its
         mirror, and the method's views pick from them (:mod:`ferkit.engine.trunk_cache`)."""
         check_cacheable(model)
-        cache_dir = self.cfg["train"].get("cache_dir") or Path(self.cfg["output_dir"]) / ".trunk_cache"
-        d = self.cfg["data"]
-        pre = {"image_size": d["image_size"], "channels": self.channels, "mean": d["mean"], "std": d["std"],
-               "view": self.cfg["augment"]["eval"], "amp": str(self.amp_dtype)}
+        pre = trunk_preprocess(self.cfg, self.channels, self.amp_dtype)
         for loader in (self.loader, self.u_loader):
             if loader is not None:
                 loader.images = cached_trunk(model.backbone, loader.images, self.eval_view, self.device,
-                                             self.amp_dtype, Path(cache_dir), pre,
+                                             self.amp_dtype, run_cache_dir(self.cfg), pre,
                                              progress=bool(self.cfg["train"]["progress"]) and self.rank == 0)
         feats = self.cfg["augment"]["features"]
         self.method.views = {p: feature_view(feats.get(p), pick="face" if p == "eval" else "random")

@@ -99,19 +99,44 @@ def compute_trunk(backbone: nn.Module, images: Tensor, view: Callable[[Tensor], 
     return torch.cat(out)
 
 
+def trunk_preprocess(cfg: Mapping[str, Any], channels: int, amp_dtype: torch.dtype | None) -> dict[str, Any]:
+    """What a run's cached activations depend on beside the frozen weights and the faces (part of the key)."""
+    d = cfg["data"]
+    return {"image_size": d["image_size"], "channels": channels, "mean": d["mean"], "std": d["std"],
+            "view": cfg["augment"]["eval"], "amp": str(amp_dtype)}
+
+
+def run_cache_dir(cfg: Mapping[str, Any]) -> Path:
+    """Where a run keeps its cached activations: ``train.cache_dir``, else ``<output_dir>/.trunk_cache``."""
+    return Path(cfg["train"].get("cache_dir") or Path(cfg["output_dir"]) / ".trunk_cache")
+
+
+def trunk_cache_path(backbone: nn.Module, images: Tensor, cache_dir: Path, preprocess: Mapping[str, Any]) -> Path:
+    """The file that holds (or would hold) these faces' activations."""
+    return Path(cache_dir) / f"trunk_{cache_key(backbone, images, preprocess)}.npy"
+
+
+def read_trunk(path: Path) -> Tensor | None:
+    """Stored activations (bf16), or None when there are none (a damaged file is removed)."""
+    if not path.exists():
+        return None
+    try:
+        return torch.from_numpy(np.load(path)).view(torch.bfloat16)
+    except (OSError, ValueError):
+        path.unlink(missing_ok=True)
+        return None
+
+
 def cached_trunk(backbone: nn.Module, images: Tensor, view: Callable[[Tensor], Tensor], device: torch.device,
                  amp_dtype: torch.dtype | None, cache_dir: Path | None, preprocess: Mapping[str, Any],
                  progress: bool = False) -> Tensor:
     """:func:`compute_trunk`, read from / written to ``cache_dir`` when given (bf16 stored as int16)."""
     if cache_dir is None:
         return compute_trunk(backbone, images, view, device, amp_dtype, progress=progress)
-    path = Path(cache_dir) / f"trunk_{cache_key(backbone, images, preprocess)}.npy"
-    if path.exists():
-        try:
-            arr = np.load(path)
-            return torch.from_numpy(arr).view(torch.bfloat16)
-        except (OSError, ValueError):  # a damaged file: computed again below
-            path.unlink(missing_ok=True)
+    path = trunk_cache_path(backbone, images, cache_dir, preprocess)
+    feats = read_trunk(path)
+    if feats is not None:
+        return feats
     feats = compute_trunk(backbone, images, view, device, amp_dtype, progress=progress)
     atomic_write(path, lambda fh: np.save(fh, feats.view(torch.int16).numpy()))
     return feats
@@ -164,3 +189,33 @@ def erase_mask(x: Tensor, p: float) -> Tensor:
     box = ((rows >= top.view(b, 1, 1)) & (rows < (top + eh).view(b, 1, 1))
            & (cols >= left.view(b, 1, 1)) & (cols < (left + ew).view(b, 1, 1)) & on.view(b, 1, 1))
     return (~box).unsqueeze(1).to(x.dtype).to(x.device)
+
+
+@torch.no_grad()
+def classify_cached(net: nn.Module, trunk: Tensor, device: torch.device, batch_size: int = 512,
+                    tta_flip: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probabilities (N, K) and the method's own uncertainty (N,) or None, from cached activations.
+
+    The upper blocks and heads of ``net`` (a method in eval mode) on each face's activations, so
+    scoring the training faces costs seconds instead of a pass of the whole network. ``tta_flip``
+    averages with the mirror's activations, the exact counterpart of flip averaging on images. The
+    activations are stored in bf16, so results differ from the image path by that rounding only.
+    """
+    was_training = net.training
+    net.eval()
+    own = getattr(net, "uncertainty", None)
+    probs, unc = [], []
+    try:
+        for i in range(0, trunk.shape[0], batch_size):
+            x = trunk[i:i + batch_size, 0].float().to(device)
+            p = net.predict_logits(x).float().softmax(1)
+            if tta_flip:
+                p = 0.5 * (p + net.predict_logits(trunk[i:i + batch_size, 1].float().to(device)).float().softmax(1))
+            probs.append(p.cpu())
+            u = own(x) if own is not None else None
+            if u is not None:
+                unc.append(u.float().cpu().reshape(-1))
+    finally:
+        net.train(was_training)
+    p_all = torch.cat(probs).numpy() if probs else np.zeros((0, 0), np.float32)
+    return p_all, (torch.cat(unc).numpy() if unc and len(unc) == len(probs) else None)
