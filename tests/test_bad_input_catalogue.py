@@ -69,6 +69,8 @@ class World:
         self.empty_dir.mkdir()
         self.binary_config = root / "binary.yaml"
         self.binary_config.write_bytes(bytes(range(256)) * 8)
+        self.broken_yaml = root / "broken.yaml"
+        self.broken_yaml.write_text("train: {epochs: 3\n  lr: [\n")
         self.pickled = root / "pickled" / "model.pt"
         self.pickled.parent.mkdir()
         torch.save({"model": Pickled()}, self.pickled)  # a torch file holding a class instance, not tensors
@@ -167,6 +169,7 @@ CLI_CASES = [
     ("unknown-key", _train("train.epoch=3"), "train.epoch"),
     ("override-without-equals", _train("train.epochs"), "train.epochs"),
     ("binary-config", lambda w: ["train", str(w.binary_config)], "binary.yaml"),
+    ("broken-yaml-config", lambda w: ["train", str(w.broken_yaml)], "not valid YAML"),
     ("missing-config", lambda w: ["train", str(w.root / "nowhere.yaml")], "nowhere.yaml"),
     ("bad-device", _train("--device", "banana"), "banana"),
     ("unknown-backbone", _train("model.name=resnet999"), "resnet999"),
@@ -236,6 +239,9 @@ CLI_CASES = [
                                              "--out", str(w.root / "x.txt")], ".npz"),
     # 7. experiments
     ("experiment-missing-config", lambda w: ["experiment", str(w.root / "nowhere.yaml")], "nowhere.yaml"),
+    ("experiment-binary-config", lambda w: ["experiment", str(w.binary_config)], "is not text"),
+    ("experiment-broken-yaml", lambda w: ["experiment", str(w.broken_yaml)], "not valid YAML"),
+    ("experiment-config-not-a-mapping", lambda w: ["experiment", str(w.text_jpg)], "mapping"),
     ("experiment-bad-only", lambda w: ["experiment", str(Path(__file__).resolve().parents[1] / "configs" /
                                                          "experiments" / "apsm_ablation_cpu.yaml"),
                                        "--dry-run", "--only", "backbone=resnet999"], "resnet999"),

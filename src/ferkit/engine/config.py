@@ -169,23 +169,29 @@ def parse_overrides(items: Iterable[str]) -> dict:
     return out
 
 
+def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
+    """The mapping a YAML file holds; one clear InputError / ConfigError (naming ``what``) otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} not found: {path}")
+    try:
+        loaded = yaml_load(path.read_text()) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not text (a YAML file was expected)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(loaded, Mapping):
+        raise ConfigError(f"{what} {path} must hold a mapping of keys")
+    return dict(loaded)
+
+
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
                 extra: Mapping | None = None) -> dict:
     """Resolved run config: DEFAULTS <- YAML file <- ``extra`` dict <- ``key=value`` overrides."""
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise InputError(f"config file not found: {path}")
-        try:
-            loaded = yaml_load(path.read_text()) or {}
-        except UnicodeDecodeError:
-            raise ConfigError(f"config file {path} is not text (a YAML file was expected)") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(loaded, Mapping):
-            raise ConfigError(f"config file {path} must hold a mapping of keys")
-        cfg = _merge_layer(cfg, loaded)
+        cfg = _merge_layer(cfg, read_yaml_mapping(path, "config file"))
         resolve_data_path(cfg, path)
         if cfg.get("name") is None:
             cfg["name"] = path.stem

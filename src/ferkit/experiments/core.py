@@ -43,12 +43,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-import yaml
 
 from ferkit.engine.config import config_differences as ferkit_config_differences
-from ferkit.engine.config import flatten_config, load_config, resolve_data_path, yaml_load
+from ferkit.engine.config import flatten_config, load_config, read_yaml_mapping, resolve_data_path, yaml_load
 from ferkit.engine.trainer import git_commit, git_dirty
-from ferkit.errors import ConfigError, InputError
+from ferkit.errors import ConfigError
 from ferkit.experiments.registry import get_kind, list_kinds
 
 RESULT = "cell_result.json"
@@ -136,16 +135,7 @@ def read_experiment(path: str | Path) -> dict[str, Any]:
     ``name`` (the file's stem by default), checked for what every kind needs: the file exists, the
     kind is registered, and no top-level key is unknown to that kind."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"experiment config not found: {path}")
-    try:
-        exp = yaml_load(path.read_text()) or {}
-    except UnicodeDecodeError:
-        raise ConfigError(f"experiment config {path} is not text (a YAML file was expected)") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"experiment config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(exp, Mapping):
-        raise ConfigError(f"experiment config {path} must hold a mapping of keys")
+    exp = read_yaml_mapping(path, "experiment config")
     kind = infer_kind(exp)
     if kind not in list_kinds():
         raise ConfigError(f"experiment config {path}: 'kind' must be {' or '.join(list_kinds())}, not {kind!r}")
