@@ -218,7 +218,11 @@ def test_the_environment_is_read_before_any_cell_trains(ablation):
     assert ablation["state"]["commit"] == "beef-made-during-the-run"  # the commit did change mid-run
     assert saved["environment"]["git_commit"] == "c0ffee-at-start" and saved["environment"]["git_dirty"] is False
     assert ablation["state"]["reads"] == 1  # read once
-    assert "Commit `c0ffee-at-start`" in (out / "table.md").read_text()
+    md = (out / "table.md").read_text()
+    # the table names the commit it was written at, and the commit its cells were trained at (the trainer's
+    # own reading, not patched here) beside it when that differs
+    assert "commit `c0ffee-at-start`" in md.lower()
+    assert sum(saved["environment"]["cell_commits"].values()) == len(saved["cells"]) == 2
     assert not (out / DIRTY_MARK).exists()  # clean when it started: the start's state is the one recorded
 
 
@@ -385,3 +389,12 @@ def test_embeddings_are_apsm_mu(ablation):
     np.testing.assert_allclose(f, mu, atol=1e-5)
     base = load_model(ablation["tmp"] / "runs" / "resnet18_baseline_fer2013_s0", device="cpu")
     assert embeddings(base, images).shape == (10, base.net.model.feature_dim)
+
+
+def test_a_table_names_every_commit_its_cells_were_trained_at():
+    rows = [{"git_commit": "aaa"}, {"git_commit": "bbb"}, {"git_commit": "aaa"}, {}]
+    assert core.cell_commits(rows) == {"aaa": 2, "bbb": 1, "unknown": 1}
+    assert core.commit_text({"git_commit": "aaa", "cell_commits": {"aaa": 3}}) == "Commit `aaa`."
+    assert core.commit_text({"git_commit": "aaa"}) == "Commit `aaa`."
+    text = core.commit_text({"git_commit": "ccc", "cell_commits": core.cell_commits(rows)})
+    assert text == "Table written at commit `ccc`; cells trained at `aaa` (2), `bbb` (1), `unknown` (1)."

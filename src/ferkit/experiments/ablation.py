@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ferkit.errors import ConfigError
-from ferkit.experiments.core import GridKind, epoch_rows, method_text, pm, run_meta, stats
+from ferkit.experiments.core import GridKind, commit_text, epoch_rows, method_text, pm, run_meta, stats
 from ferkit.experiments.registry import register_kind
 
 KEYS = frozenset({"kind", "name", "title", "runs_dir", "results_dir", "base", "grid", "paper"})
@@ -101,7 +101,7 @@ def markdown_table(groups: list[dict[str, Any]], exp: Mapping[str, Any], env: Ma
     title = exp.get("title") or "APSM ablation (ferkit reproduction of seed 000 Table 2)"
     lines = [f"# {exp['name']}: {title}", "",
              f"Validation accuracy (%) of the **last** epoch, mean ± sample std over seeds (number of seeds); "
-             f"gain = the variant's mean minus the baseline's. Commit `{env.get('git_commit')}`. Budget: "
+             f"gain = the variant's mean minus the baseline's. {commit_text(env)} Budget: "
              + ", ".join(f"{k} {v}" for k, v in budget.items()) + ".", ""]
     if paper.get("note"):
         lines += [str(paper["note"]).strip(), ""]

@@ -105,6 +105,27 @@ def mark_tree_state(out: str | Path, env: Mapping[str, Any] | None = None, root:
     return bool(dirty)
 
 
+def cell_commits(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """How many of a grid's finished cells each commit trained (a grid run over several sittings
+    may span commits; each cell's own ``meta.json`` names its commit)."""
+    out: dict[str, int] = {}
+    for r in rows:
+        commit = str(r.get("git_commit") or "unknown")
+        out[commit] = out.get(commit, 0) + 1
+    return out
+
+
+def commit_text(env: Mapping[str, Any]) -> str:
+    """The sentence of a table that names the code behind it: the commit the table was written at
+    and, when its cells were trained at other commits, each of those with its number of cells."""
+    head = env.get("git_commit")
+    cells = env.get("cell_commits") or {}
+    if not cells or set(cells) == {head}:
+        return f"Commit `{head}`."
+    parts = ", ".join(f"`{c}` ({n})" for c, n in sorted(cells.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f"Table written at commit `{head}`; cells trained at {parts}."
+
+
 # ---- paths ---------------------------------------------------------------------------------------
 def work_path(p: str | Path) -> Path:
     """A folder option or ``runs_dir`` / ``results_dir``: as given when absolute, else under the working directory."""
@@ -563,6 +584,7 @@ class GridKind(ExperimentKind):
                 done.append(c)
         missing = [c["name"] for c in cells if cell_status(c, runs_dir) != "done"]
         out.mkdir(parents=True, exist_ok=True)
+        start = {**start, "cell_commits": cell_commits(rows)}
         grid = SimpleNamespace(rows=rows, cells=cells, done=done, missing=missing, env=start, budget=budget,
                                out=out, runs_dir=runs_dir)
         part, markdown, message = self.write(grid)

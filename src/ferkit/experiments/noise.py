@@ -38,7 +38,18 @@ import numpy as np
 import torch
 
 from ferkit.errors import ConfigError, InputError
-from ferkit.experiments.core import GridKind, cell_config, cell_status, epoch_rows, grid_cells, log, pm, run_meta, stats
+from ferkit.experiments.core import (
+    GridKind,
+    cell_config,
+    cell_status,
+    commit_text,
+    epoch_rows,
+    grid_cells,
+    log,
+    pm,
+    run_meta,
+    stats,
+)
 from ferkit.experiments.registry import register_kind
 
 if TYPE_CHECKING:
@@ -378,7 +389,7 @@ def markdown_table(s: Mapping[str, Any], exp: Mapping[str, Any], env: Mapping[st
     lines = [f"# {exp['name']}: accuracy under label noise (issue 7)", "",
              f"Clean {budget['data']} {budget['test']} accuracy (%) of the **last** epoch, {seed_text}, the "
              f"training labels flipped by ferkit's injector (symmetric, seed {budget['noise_seed']}; every "
-             f"method sees the same flipped rows). Commit `{env.get('git_commit')}`. Budget: "
+             f"method sees the same flipped rows). {commit_text(env)} Budget: "
              + ", ".join(f"{k} {v}" for k, v in budget.items() if k not in ("data", "test", "noise_seed")) + ".",
              ""]
     if nat:

@@ -34,6 +34,7 @@ from ferkit.experiments.core import (
     GridKind,
     budget_suffix,
     cell_status,
+    commit_text,
     epoch_rows,
     log,
     method_text,
@@ -131,7 +132,7 @@ def markdown_table(groups: Sequence[Mapping[str, Any]], goal: Mapping[str, Any],
              "sample std over seeds (number of seeds); gain = the method's mean minus the supervised baseline's; "
              "best epoch = selected on the same split (optimistic, shown beside). Every cell has the same labelled "
              f"split per seed and the same budget: " + ", ".join(f"{k} {v}" for k, v in budget.items())
-             + f". Commit `{env.get('git_commit')}`.", ""]
+             + f". {commit_text(env)}", ""]
     if paper.get("note"):
         lines += [str(paper["note"]).strip(), ""]
     head = ["method", "what", "accuracy", "gain", "best-epoch acc", "macro-F1", "per seed"]
