@@ -186,6 +186,27 @@ def test_grid_skips_finished_cells_and_refuses_other_configs(grid, capsys):
         experiment(changed)
 
 
+
+def test_a_fresh_clone_keeps_the_curves_and_plots_of_restored_cells(grid, tmp_path, capsys):
+    """A grid finished over several sittings: the cells come back from results/<name>/cells (no log.jsonl
+    there, only metrics.csv), and the margin curves and plots must still include them."""
+    import shutil
+
+    out = tmp_path / "results"
+    shutil.copytree(grid["tmp"] / "results", out)
+    for png in out.glob("*.png"):
+        png.unlink()
+    argv = [a if a not in (str(grid["tmp"] / "runs"), str(grid["tmp"] / "results")) else
+            str(tmp_path / ("runs" if a.endswith("runs") else "results")) for a in grid["argv"]]
+    table = experiment(argv)
+    assert "2 finished cell(s) restored" in capsys.readouterr().out
+    assert not (tmp_path / "runs" / "adacm_s0" / "log.jsonl").exists()  # the restored cell has only metrics.csv
+    before = json.loads((grid["tmp"] / "results" / "table.json").read_text())
+    assert table["curves"] == json.loads(json.dumps(before["curves"]))
+    assert table["pngs"] == ["margins_adacm.png", "pseudo_labels_adacm.png"]
+    assert all((out / png).stat().st_size > 2000 for png in table["pngs"])
+
+
 # ---- cross-dataset -------------------------------------------------------------------------------------
 def _write_votes(folder: Path) -> dict[str, int]:
     """fer2013new.csv for write_fer2013_csv's rows; in PublicTest every 10th row is contempt, every 10th
@@ -271,3 +292,5 @@ def test_cross_dataset_end_to_end(grid, tmp_path, capsys):
     assert json.loads((out / "table.json").read_text())["pairs"][0]["model"] == "ce"
     with pytest.raises(ConfigError, match="READER"):
         experiment([str(cfg), "--dataset", "jaffe", "--dry-run"])
+
+

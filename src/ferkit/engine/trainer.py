@@ -468,14 +468,19 @@ def _plain_row(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if isinstance(v, (int, float, str))}
 
 
+def metrics_csv_rows(path: Path, empty_as_none: bool = False) -> list[dict[str, Any]]:
+    """The rows of a run's metrics.csv, numbers parsed ([] without the file); empty fields are left out,
+    or None with ``empty_as_none`` (as log.jsonl writes a value that was not defined that epoch)."""
+    if not Path(path).is_file():
+        return []
+    with Path(path).open() as fh:
+        return [{k: None if v in ("", None) else _number(v) for k, v in r.items()
+                 if empty_as_none or v not in ("", None)} for r in csv.DictReader(fh)]
+
+
 def _metrics_row(path: Path, epoch: int) -> dict[str, Any]:
     """An epoch's row of metrics.csv (numbers parsed), or just the epoch when it is not there."""
-    if path.exists():
-        with path.open() as fh:
-            for r in csv.DictReader(fh):
-                if r.get("epoch") == str(epoch):
-                    return {k: _number(v) for k, v in r.items() if v not in ("", None)}
-    return {"epoch": epoch}
+    return next((r for r in metrics_csv_rows(path) if r.get("epoch") == epoch), {"epoch": epoch})
 
 
 def _number(text: str) -> int | float | str:

@@ -46,7 +46,7 @@ import numpy as np
 
 from ferkit.engine.config import config_differences as ferkit_config_differences
 from ferkit.engine.config import flatten_config, load_config, read_yaml_mapping, resolve_data_path, yaml_load
-from ferkit.engine.trainer import git_commit, git_dirty
+from ferkit.engine.trainer import git_commit, git_dirty, metrics_csv_rows
 from ferkit.errors import ConfigError
 from ferkit.experiments.registry import get_kind, list_kinds
 
@@ -372,7 +372,11 @@ def check_same_config(run_dir: Path, cfg: Mapping[str, Any]) -> None:
 
 
 def epoch_rows(run_dir: Path) -> list[dict[str, Any]]:
-    """The epoch rows of log.jsonl, the last one per epoch (a resumed run may repeat a row)."""
+    """The epoch rows of log.jsonl, the last one per epoch (a resumed run may repeat a row).
+
+    A cell restored from the results folder has no log.jsonl, only the metrics.csv that
+    :data:`CELL_FILES` keeps (the same epoch rows): its rows come from there, so the curves and plots
+    of a grid finished over several sittings keep every cell."""
     rows: dict[int, dict[str, Any]] = {}
     log = Path(run_dir) / "log.jsonl"
     if log.is_file():
@@ -381,6 +385,10 @@ def epoch_rows(run_dir: Path) -> list[dict[str, Any]]:
                 r = json.loads(line)
                 if r.get("kind") == "epoch":
                     rows[int(r["epoch"])] = r
+    else:
+        for r in metrics_csv_rows(Path(run_dir) / "metrics.csv", empty_as_none=True):
+            if "epoch" in r:
+                rows[int(r["epoch"])] = r
     return [rows[k] for k in sorted(rows)]
 
 
