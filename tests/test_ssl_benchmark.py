@@ -186,7 +186,6 @@ def test_grid_skips_finished_cells_and_refuses_other_configs(grid, capsys):
         experiment(changed)
 
 
-
 def test_a_fresh_clone_keeps_the_curves_and_plots_of_restored_cells(grid, tmp_path, capsys):
     """A grid finished over several sittings: the cells come back from results/<name>/cells (no log.jsonl
     there, only metrics.csv), and the margin curves and plots must still include them."""
