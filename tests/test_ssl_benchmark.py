@@ -195,8 +195,8 @@ def test_a_fresh_clone_keeps_the_curves_and_plots_of_restored_cells(grid, tmp_pa
     shutil.copytree(grid["tmp"] / "results", out)
     for png in out.glob("*.png"):
         png.unlink()
-    argv = [a if a not in (str(grid["tmp"] / "runs"), str(grid["tmp"] / "results")) else
-            str(tmp_path / ("runs" if a.endswith("runs") else "results")) for a in grid["argv"]]
+    moved = {str(grid["tmp"] / name): str(tmp_path / name) for name in ("runs", "results")}
+    argv = [moved.get(a, a) for a in grid["argv"]]
     table = experiment(argv)
     assert "2 finished cell(s) restored" in capsys.readouterr().out
     assert not (tmp_path / "runs" / "adacm_s0" / "log.jsonl").exists()  # the restored cell has only metrics.csv

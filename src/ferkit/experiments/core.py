@@ -37,6 +37,7 @@ import json
 import platform
 import shutil
 import sys
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -108,11 +109,7 @@ def mark_tree_state(out: str | Path, env: Mapping[str, Any] | None = None, root:
 def cell_commits(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     """How many of a grid's finished cells each commit trained (a grid run over several sittings
     may span commits; each cell's own ``meta.json`` names its commit)."""
-    out: dict[str, int] = {}
-    for r in rows:
-        commit = str(r.get("git_commit") or "unknown")
-        out[commit] = out.get(commit, 0) + 1
-    return out
+    return dict(Counter(str(r.get("git_commit") or "unknown") for r in rows))
 
 
 def commit_text(env: Mapping[str, Any]) -> str:
