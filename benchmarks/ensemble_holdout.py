@@ -1,0 +1,83 @@
+"""Does an ensemble beat its best member? Measured on a held-out split of Training, not on PublicTest.
+
+    python benchmarks/ensemble_holdout.py CONFIG MODEL [MODEL ...] --out NAME [--no-publictest]
+
+CONFIG is a training config with ``data.holdout`` (e.g. configs/ce_fer2013_default_0.yaml); its
+held-out faces are the split every member must have been kept away from (the same ``data.holdout``
+and ``data.holdout_seed`` in each member's own config: checkpoints do not carry their data split,
+so the caller vouches for it). Each MODEL is a model.pt, a run directory or a bundled name.
+
+Scores each member and the ensemble (the mean of the members' flip-averaged probabilities, what
+``ferkit.engine.model_io.Ensemble`` computes) on those faces: accuracy, macro-F1, NLL, ECE, and
+how often the members agree. This is the figure to choose on; PublicTest is scored too (unless
+``--no-publictest``), for the report only. Writes results/NAME/summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+
+from ferkit.data import load_dataset
+from ferkit.engine.config import load_config
+from ferkit.engine.data import HOLDOUT, load_run_data
+from ferkit.engine.model_io import load_model
+from ferkit.errors import InputError
+from ferkit.metrics import compute_metrics
+
+from _common import FER2013, REPO, environment, results_dir, run_cli, write_json
+
+KEYS = ("accuracy", "macro_f1", "mean_class_accuracy", "nll", "ece", "brier", "n")
+
+
+def score(probs: list[np.ndarray], labels, classes) -> dict:
+    """Each member's metrics, the ensemble's, and the share of faces on which all members agree."""
+    out = {f"member_{k}": {x: v for x, v in compute_metrics(p, labels, classes).items() if x in KEYS}
+           for k, p in enumerate(probs)}
+    mean = np.mean(probs, axis=0)
+    out["ensemble"] = {x: v for x, v in compute_metrics(mean, labels, classes).items() if x in KEYS}
+    votes = np.stack([p.argmax(1) for p in probs])
+    out["members_agree"] = float((votes == votes[0]).all(0).mean())
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("config")
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--no-publictest", action="store_true")
+    args = ap.parse_args()
+    os.chdir(REPO)
+    cfg = load_config(args.config)
+    if cfg["data"].get("val_split") != HOLDOUT or not cfg["data"].get("holdout"):
+        raise InputError(f"{args.config} holds nothing out of Training (data.holdout + val_split: holdout)")
+    cfg["data"]["teacher"] = None  # only the held-out faces are wanted; no distillation targets
+    _, holdout, _ = load_run_data(cfg)
+    models = [load_model(m, device="cpu") for m in args.models]
+    classes = models[0].classes
+    if any(tuple(m.classes) != tuple(classes) for m in models):
+        raise InputError("the members predict different labels; cannot ensemble")
+    splits = {"holdout": holdout}
+    if not args.no_publictest:
+        splits["publictest"] = load_dataset(cfg["data"]["dataset"], FER2013, "PublicTest")
+    summary = {"config": args.config, "members": [m.source for m in models],
+               "holdout": f"data.holdout={cfg['data']['holdout']} of {cfg['data']['train_split']}, "
+                          f"seed {cfg['data'].get('holdout_seed', 0)} ({len(holdout)} faces)"}
+    for name, data in splits.items():
+        probs = [m.predict_probs(data.images, tta_flip=True) for m in models]
+        summary[name] = score(probs, data.labels, classes)
+        accs = ", ".join(f"{summary[name][f'member_{k}']['accuracy']:.4f}" for k in range(len(models)))
+        print(f"{name}: members {accs}; ensemble {summary[name]['ensemble']['accuracy']:.4f} "
+              f"(macro-F1 {summary[name]['ensemble']['macro_f1']:.4f}); all agree on "
+              f"{summary[name]['members_agree']:.1%}", flush=True)
+    out = results_dir(args.out)
+    summary["environment"] = environment(out)
+    write_json(out / "summary.json", summary)
+    print(f"wrote {out / 'summary.json'}")
+
+
+if __name__ == "__main__":
+    run_cli(main, "ensemble_holdout")
