@@ -101,3 +101,33 @@ def test_the_ensemble_check_scores_the_mean_of_the_members() -> None:
     assert res["ensemble"]["accuracy"] == pytest.approx(1.0)
     assert res["members_agree"] == pytest.approx(0.0)  # a says 0 everywhere, b says 1 everywhere
     assert res["ensemble"]["n"] == 100
+
+
+def test_the_teacher_scores_each_face_set_once_and_a_changed_teacher_misses(teacher, tmp_path, monkeypatch):
+    from ferkit.data.cache import cache_dir
+    from ferkit.engine import data as run_data
+    from ferkit.engine.model_io import LoadedModel
+
+    run, csv = teacher
+    path = write_config(tmp_path / "s.yaml", csv, tmp_path / "runs", train={"epochs": 1},
+                        data={"teacher": str(run / "model.pt"), "teacher_weight": 1.0})
+    first = run_data.load_run_data(load_config(path))[0].soft_targets
+    assert len(list((cache_dir() / "teachers").glob("*.npy"))) >= 1
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("the teacher scored the faces again")
+
+    monkeypatch.setattr(LoadedModel, "predict_probs", no_scoring)
+    again = run_data.load_run_data(load_config(path))[0].soft_targets  # a resumed run: read back
+    np.testing.assert_array_equal(again, first)
+    # another teacher file (here: the same weights re-saved with one weight changed) is scored afresh
+    import torch
+
+    ck = torch.load(run / "model.pt", weights_only=True)
+    name = next(k for k, v in ck["state_dict"].items() if v.is_floating_point())
+    ck["state_dict"][name] = ck["state_dict"][name] + 1.0
+    torch.save(ck, tmp_path / "other.pt")
+    other = write_config(tmp_path / "o.yaml", csv, tmp_path / "runs", train={"epochs": 1},
+                         data={"teacher": str(tmp_path / "other.pt"), "teacher_weight": 1.0})
+    with pytest.raises(AssertionError, match="scored the faces again"):
+        run_data.load_run_data(load_config(other))
