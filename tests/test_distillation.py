@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bench_scripts import load_benchmark
 from ferkit.engine.config import load_config
 from ferkit.engine.device import autocast_dtype, resolve_device
 from ferkit.engine.model_io import load_model
@@ -76,26 +77,13 @@ def test_teacher_with_other_labels_is_refused(teacher, tmp_path):
         load_config(path, ["data.teacher_weight=1.5"])
 
 
-def _ensemble_holdout():
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    bench = Path(__file__).resolve().parents[1] / "benchmarks"
-    sys.path.insert(0, str(bench))
-    spec = importlib.util.spec_from_file_location("ensemble_holdout", bench / "ensemble_holdout.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_the_ensemble_check_scores_the_mean_of_the_members() -> None:
     """Two members each sure and right on one half, unsure on the other: their mean is right on
     both halves, so the ensemble beats either member, and they agree on the sure halves only."""
     labels = np.repeat([0, 1], 50)
     a = np.where(labels[:, None] == 0, [0.9, 0.05, 0.05], [0.4, 0.35, 0.25])  # right on the 0s only
     b = np.where(labels[:, None] == 1, [0.05, 0.9, 0.05], [0.3, 0.45, 0.25])  # right on the 1s only
-    res = _ensemble_holdout().score([a, b], labels, ["x", "y", "z"])
+    res = load_benchmark("ensemble_holdout").score([a, b], labels, ["x", "y", "z"])
     assert res["member_0"]["accuracy"] == pytest.approx(0.5)
     assert res["member_1"]["accuracy"] == pytest.approx(0.5)
     assert res["ensemble"]["accuracy"] == pytest.approx(1.0)

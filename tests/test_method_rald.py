@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bench_scripts import load_benchmark
 from ferkit.data.registry import load_dataset
 from ferkit.engine.config import load_config
 from ferkit.engine.model_io import load_model
@@ -216,19 +217,6 @@ def _hier_config(tmp_path, **method):
                         train={"epochs": 8, "ema": 0.0, "log_every": 1000})
 
 
-def _bench():
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    bench = Path(__file__).resolve().parents[1] / "benchmarks"
-    sys.path.insert(0, str(bench))
-    spec = importlib.util.spec_from_file_location("rald_inference", bench / "rald_inference.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_rald_learns_the_hierarchy_set_and_reloads_with_its_memory(tmp_path, one_thread):
     tr = Trainer(load_config(_hier_config(tmp_path)))
     row = tr.fit()
@@ -251,7 +239,7 @@ def test_rald_learns_the_hierarchy_set_and_reloads_with_its_memory(tmp_path, one
     np.testing.assert_allclose(onnx.predict_probs(ds.images[:40]), batch, atol=1e-4)
     np.testing.assert_allclose(onnx.predict_probs(ds.images[:1]), batch[:1], atol=1e-4)
     # the inference benchmark scores the run both ways and checks batch independence
-    res = _bench().score_run(tr.run_dir, "cpu", check=20)
+    res = load_benchmark("rald_inference").score_run(tr.run_dir, "cpu", check=20)
     assert set(res["accuracy"]) == {"memory", "batch128_ordered", "batch128_shuffled", "batch32_ordered",
                                     "batch32_shuffled"}
     assert res["accuracy"]["memory"] >= 0.9 and res["n"] == 96
@@ -260,7 +248,7 @@ def test_rald_learns_the_hierarchy_set_and_reloads_with_its_memory(tmp_path, one
 
 
 def test_speed_benchmark_times_baseline_and_rald(one_thread):
-    s = _bench().speed("compact", torch.device("cpu"), batch=8, max_seconds=0.01)
+    s = load_benchmark("rald_inference").speed("compact", torch.device("cpu"), batch=8, max_seconds=0.01)
     for key in ("baseline_infer_img_s", "rald_memory_infer_img_s", "rald_batch_infer_img_s",
                 "baseline_train_img_s", "rald_train_img_s"):
         assert s[key] > 0
@@ -270,7 +258,7 @@ def test_speed_benchmark_times_baseline_and_rald(one_thread):
 def test_skip_speed_keeps_the_earlier_timings_with_their_commit(tmp_path):
     import json
 
-    bench = _bench()
+    bench = load_benchmark("rald_inference")
     assert bench.previous_speeds(tmp_path / "metrics.json") == []
     timing = {"backbone": "compact", "baseline_infer_img_s": 100.0}
     (tmp_path / "metrics.json").write_text(json.dumps({"speed": [timing], "environment": {"git_commit": "abc1234"}}))
@@ -298,8 +286,8 @@ def test_k_sweep_plot_reads_the_grid_table(tmp_path):
     table.write_text(json.dumps({"groups": [group("baseline", 0.70), group("rald", 0.72), group("rald_k1", 0.71),
                                             group("rald_k9", 0.715), group("itrr", 0.69),
                                             group("rald", 0.5, "fer2013")]}))
-    ks = _bench().k_sweep(table, tmp_path)
+    ks = load_benchmark("rald_inference").k_sweep(table, tmp_path)
     assert ks["accuracy_by_k"] == {"1": 0.71, "5": 0.72, "9": 0.715} and ks["baseline"] == 0.70
     assert (tmp_path / "k_sweep.png").stat().st_size > 0
     table.write_text(json.dumps({"groups": [group("rald", 0.72)]}))
-    assert _bench().k_sweep(table, tmp_path) is None  # one k is not a sweep
+    assert load_benchmark("rald_inference").k_sweep(table, tmp_path) is None  # one k is not a sweep
