@@ -119,3 +119,20 @@ def test_the_teacher_scores_each_face_set_once_and_a_changed_teacher_misses(teac
                          data={"teacher": str(tmp_path / "other.pt"), "teacher_weight": 1.0})
     with pytest.raises(AssertionError, match="scored the faces again"):
         run_data.load_run_data(load_config(other))
+
+
+def test_a_teacher_cache_that_cannot_be_written_only_warns(teacher, tmp_path, monkeypatch):
+    from ferkit.engine import data as run_data
+
+    run, csv = teacher
+    monkeypatch.setenv("FERKIT_CACHE", str(tmp_path / "fresh"))
+
+    def full_disk(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(run_data, "atomic_write", full_disk)
+    path = write_config(tmp_path / "s.yaml", csv, tmp_path / "runs", train={"epochs": 1},
+                        data={"teacher": str(run), "teacher_weight": 1.0})
+    with pytest.warns(UserWarning, match="could not keep the teacher"):
+        train = run_data.load_run_data(load_config(path))[0]
+    np.testing.assert_allclose(train.soft_targets.sum(1), 1.0, atol=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -178,7 +179,10 @@ def _teacher_probs(teacher: str, train: FaceDataset, device: str) -> np.ndarray:
         pass
     probs = np.asarray(model.predict_probs(images, **({"amp_dtype": amp} if amp is not None else {})),
                        np.float64)
-    atomic_write(path, lambda fh: np.save(fh, probs))
+    try:
+        atomic_write(path, lambda fh: np.save(fh, probs))
+    except OSError as exc:  # a read-only or full disk costs the next run the scoring, nothing else
+        warnings.warn(f"ferkit: could not keep the teacher's probabilities at {path}: {exc}", stacklevel=2)
     return probs
 
 
