@@ -19,6 +19,15 @@ FER2013 = SHARED / "fer2013" / "fer2013_dev.csv.gz"
 FERPLUS_VOTES = SHARED / "ferplus" / "fer2013new.csv"
 
 
+#: The metrics a benchmark's summary keeps of ``ferkit.metrics.compute_metrics``'s output.
+HEADLINE = ("accuracy", "macro_f1", "mean_class_accuracy", "nll", "ece", "brier", "n")
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`HEADLINE` entries of a metrics dict, in that order."""
+    return {k: metrics[k] for k in HEADLINE}
+
+
 def results_dir(name: str) -> Path:
     out = REPO / "results" / name
     out.mkdir(parents=True, exist_ok=True)

@@ -22,9 +22,7 @@ from ferkit.engine.checkpoint import save_checkpoint
 from ferkit.engine.model_io import make_ensemble, resolve_model_path
 from ferkit.evaluation.evaluate import evaluate_model
 
-from _common import FER2013, REPO, environment, results_dir, write_json
-
-KEYS = ("accuracy", "macro_f1", "mean_class_accuracy", "nll", "ece", "brier", "n")
+from _common import FER2013, REPO, environment, headline, results_dir, write_json
 
 
 def main() -> None:
@@ -40,7 +38,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for k, m in enumerate(args.models):
             mm = evaluate_model(m, "fer2013", FER2013, "PublicTest", Path(tmp) / f"m{k}.json", tta_flip=True)
-            members[str(m)] = {"file": str(resolve_model_path(m)), "publictest_flip": {x: mm[x] for x in KEYS}}
+            members[str(m)] = {"file": str(resolve_model_path(m)), "publictest_flip": headline(mm)}
             print(f"member {m}: PublicTest accuracy with flip {mm['accuracy']:.4f}", flush=True)
     ens = make_ensemble(args.models)
     weights = REPO / "src" / "ferkit" / "weights" / f"{args.stem}.pt"
@@ -49,7 +47,7 @@ def main() -> None:
     for flip in (False, True):
         name = "publictest_flip" if flip else "publictest"
         mm = evaluate_model(weights, "fer2013", FER2013, "PublicTest", out / f"{name}.json", tta_flip=flip)
-        summary[name] = {x: mm[x] for x in KEYS}
+        summary[name] = headline(mm)
         print(f"ensemble, flip={flip}: accuracy {mm['accuracy']:.4f}  macro-F1 {mm['macro_f1']:.4f}", flush=True)
     ens["metrics"] = summary["publictest_flip"]
     save_checkpoint(ens, weights)

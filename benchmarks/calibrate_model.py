@@ -35,9 +35,7 @@ from ferkit.evaluation.report import make_report
 from ferkit.experiments.core import epoch_rows
 from ferkit.metrics import compute_metrics
 
-from _common import FER2013, REPO, environment, results_dir, run_cli, write_json
-
-KEYS = ("accuracy", "macro_f1", "mean_class_accuracy", "nll", "ece", "brier", "n")
+from _common import FER2013, REPO, environment, headline, results_dir, run_cli, write_json
 
 
 @torch.no_grad()
@@ -84,9 +82,8 @@ def main() -> None:
     save_checkpoint(ck, out / "model.pt")
     test = load_dataset("fer2013", FER2013, "PublicTest")
     raw = load_model(run / "model.pt", device="cpu")
-    uncal = {("publictest_flip" if f else "publictest"): {
-        k: v for k, v in compute_metrics(raw.predict_probs(test.images, tta_flip=f), test.labels,
-                                         raw.classes).items() if k in KEYS} for f in (False, True)}
+    uncal = {("publictest_flip" if f else "publictest"): headline(
+        compute_metrics(raw.predict_probs(test.images, tta_flip=f), test.labels, raw.classes)) for f in (False, True)}
     tmp = out / "_run"
     tmp.mkdir(exist_ok=True)
     for name in ("config.yaml", "meta.json", "metrics.csv", "log.jsonl"):
@@ -101,7 +98,7 @@ def main() -> None:
         "selection": f"best epoch on the held-out {len(holdout)} faces of Training (val_split: holdout); "
                      "PublicTest used for nothing but this report",
         "temperature": temperature, "calibration_views": "flip" if flip else "plain",
-        "holdout_before": {k: before[k] for k in KEYS}, "holdout_after": {k: after[k] for k in KEYS},
+        "holdout_before": headline(before), "holdout_after": headline(after),
         "uncalibrated": uncal, "epochs": cfg["train"]["epochs"], "best_epoch": int(best["epoch"]) + 1,
         "train_time_s": float(sum(r.get("time_s", 0.0) for r in rows)), "run": str(run),
         "environment": environment(),

@@ -20,7 +20,7 @@ from ferkit.engine.trainer import Trainer
 from ferkit.evaluation.evaluate import evaluate_model
 from ferkit.evaluation.report import make_report
 
-from _common import FER2013, REPO, environment, results_dir, write_json
+from _common import FER2013, REPO, environment, headline, results_dir, write_json
 
 
 def collect(run_dir: Path, out: Path, data_path: Path) -> dict:
@@ -29,7 +29,7 @@ def collect(run_dir: Path, out: Path, data_path: Path) -> dict:
     for flip in (False, True):
         name = "publictest_flip" if flip else "publictest"
         m = evaluate_model(run_dir, "fer2013", data_path, "PublicTest", out / f"{name}.json", tta_flip=flip)
-        summary[name] = {k: m[k] for k in ("accuracy", "macro_f1", "mean_class_accuracy", "nll", "ece", "brier", "n")}
+        summary[name] = headline(m)
     make_report(run_dir)
     for name in ("config.yaml", "meta.json", "metrics.csv", "log.jsonl", "model.pt"):  # model.pt: for bundle_model.py
         shutil.copy2(run_dir / name, out / name)

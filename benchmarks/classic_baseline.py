@@ -32,11 +32,10 @@ from ferkit.classic import DEFAULT_C, DEFAULT_PCA, extract_features, load_classi
 from ferkit.data import load_dataset  # noqa: E402
 from ferkit.evaluation.evaluate import evaluate_model  # noqa: E402
 
-from _common import FER2013, REPO, environment, results_dir, write_json  # noqa: E402
+from _common import FER2013, REPO, environment, headline, results_dir, write_json  # noqa: E402
 
 BUNDLE_NAME = "fer2013_hoglbp_svm_48g_7"
 BUNDLE_MAX_MB = 5.0
-KEYS = ("accuracy", "macro_f1", "mean_class_accuracy", "nll", "ece", "brier", "n")
 
 
 def rate(fn: Callable[[], object], n: int, repeat: int = 1) -> float:
@@ -119,7 +118,7 @@ def main() -> None:
     for flip in (False, True):
         name = "publictest_flip" if flip else "publictest"
         m = evaluate_model(path, "fer2013", FER2013, "PublicTest", out / f"{name}.json", tta_flip=flip)
-        summary[name] = {k: m[k] for k in KEYS}
+        summary[name] = headline(m)
         if not flip:
             recall = {c: v["recall"] for c, v in m["per_class"].items()}
             summary["weakest"] = sorted(recall.items(), key=lambda kv: kv[1])[:4]

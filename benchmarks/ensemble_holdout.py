@@ -27,17 +27,15 @@ from ferkit.engine.model_io import load_model
 from ferkit.errors import InputError
 from ferkit.metrics import compute_metrics
 
-from _common import FER2013, REPO, environment, results_dir, run_cli, write_json
-
-KEYS = ("accuracy", "macro_f1", "mean_class_accuracy", "nll", "ece", "brier", "n")
+from _common import FER2013, REPO, environment, headline, results_dir, run_cli, write_json
 
 
 def score(probs: list[np.ndarray], labels, classes) -> dict:
     """Each member's metrics, the ensemble's, and the share of faces on which all members agree."""
-    out = {f"member_{k}": {x: v for x, v in compute_metrics(p, labels, classes).items() if x in KEYS}
+    out = {f"member_{k}": headline(compute_metrics(p, labels, classes))
            for k, p in enumerate(probs)}
     mean = np.mean(probs, axis=0)
-    out["ensemble"] = {x: v for x, v in compute_metrics(mean, labels, classes).items() if x in KEYS}
+    out["ensemble"] = headline(compute_metrics(mean, labels, classes))
     votes = np.stack([p.argmax(1) for p in probs])
     out["members_agree"] = float((votes == votes[0]).all(0).mean())
     return out
