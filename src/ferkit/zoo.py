@@ -100,6 +100,19 @@ register_model(
     aliases=("accurate",),
 )
 register_model(
+    "fer2013-mobilenetv1face-112c-7-s1",
+    "fer2013_mobilenetv1face_112c_7_s1.pt",
+    {
+        "description": "a second, independent seed of the accurate model (the same recipe, seed 1), "
+                       "temperature-calibrated; shipped as the second teacher of the distilled default",
+        "architecture": "mobilenet_v1 (3.2 M parameters), 112 px RGB input",
+        "input": "a face cropped at 48 px (FER2013 framing, alignment template 'fer2013'), upsampled to 112 px RGB",
+        "labels": FER2013_7,
+        "training_data": "FER2013 Training less a 10 % holdout (selection and calibration); research use, "
+                         "see the dataset's terms",
+    },
+)
+register_model(
     "fer2013-mobilenetv1face-112c-7-int8",
     "fer2013_mobilenetv1face_112c_7_int8.onnx",
     {
