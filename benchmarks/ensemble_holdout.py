@@ -9,13 +9,16 @@ so the caller vouches for it). Each MODEL is a model.pt, a run directory or a bu
 
 Scores each member and the ensemble (the mean of the members' flip-averaged probabilities, what
 ``ferkit.engine.model_io.Ensemble`` computes) on those faces: accuracy, macro-F1, NLL, ECE, and
-how often the members agree. This is the figure to choose on; PublicTest is scored too (unless
-``--no-publictest``), for the report only. Writes results/NAME/summary.json.
+how often the members agree, and, against the first member (list the current model first), the faces
+only one of the two gets right with an exact McNemar p-value: whether a gain of a few faces is more
+than chance. This is the figure to choose on; PublicTest is scored too (unless ``--no-publictest``),
+for the report only. Writes results/NAME/summary.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 
 import numpy as np
@@ -30,14 +33,29 @@ from ferkit.metrics import compute_metrics
 from _common import FER2013, REPO, environment, headline, results_dir, run_cli, write_json
 
 
+def mcnemar(ref_right: np.ndarray, other_right: np.ndarray) -> dict:
+    """Paired comparison on the same faces: how many only the reference / only the other gets right,
+    and the exact two-sided McNemar p-value (a binomial test on those discordant faces)."""
+    ref_only = int((ref_right & ~other_right).sum())
+    other_only = int((other_right & ~ref_right).sum())
+    n = ref_only + other_only
+    tail = sum(math.comb(n, i) for i in range(min(ref_only, other_only) + 1)) / 2 ** n if n else 1.0
+    return {"reference_only": ref_only, "other_only": other_only, "p_mcnemar": min(1.0, 2 * tail)}
+
+
 def score(probs: list[np.ndarray], labels, classes) -> dict:
-    """Each member's metrics, the ensemble's, and the share of faces on which all members agree."""
+    """Each member's metrics, the ensemble's, the share of faces on which all members agree, and each
+    other member and the ensemble against member 0, face by face."""
     out = {f"member_{k}": headline(compute_metrics(p, labels, classes))
            for k, p in enumerate(probs)}
     mean = np.mean(probs, axis=0)
     out["ensemble"] = headline(compute_metrics(mean, labels, classes))
     votes = np.stack([p.argmax(1) for p in probs])
     out["members_agree"] = float((votes == votes[0]).all(0).mean())
+    right = votes == np.asarray(labels)
+    others = {f"member_{k}": right[k] for k in range(1, len(probs))}
+    others["ensemble"] = mean.argmax(1) == np.asarray(labels)
+    out["vs_member_0"] = {name: mcnemar(right[0], r) for name, r in others.items()}
     return out
 
 
@@ -71,6 +89,9 @@ def main() -> None:
         print(f"{name}: members {accs}; ensemble {summary[name]['ensemble']['accuracy']:.4f} "
               f"(macro-F1 {summary[name]['ensemble']['macro_f1']:.4f}); all agree on "
               f"{summary[name]['members_agree']:.1%}", flush=True)
+        for other, test in summary[name]["vs_member_0"].items():
+            print(f"  {other} vs member_0: right only by {other} {test['other_only']}, only by member_0 "
+                  f"{test['reference_only']}, McNemar p = {test['p_mcnemar']:.3f}", flush=True)
     out = results_dir(args.out)
     summary["environment"] = environment(out)
     write_json(out / "summary.json", summary)

@@ -89,6 +89,23 @@ def test_the_ensemble_check_scores_the_mean_of_the_members() -> None:
     assert res["ensemble"]["accuracy"] == pytest.approx(1.0)
     assert res["members_agree"] == pytest.approx(0.0)  # a says 0 everywhere, b says 1 everywhere
     assert res["ensemble"]["n"] == 100
+    assert res["vs_member_0"]["member_1"] == {"reference_only": 50, "other_only": 50, "p_mcnemar": 1.0}
+    assert res["vs_member_0"]["ensemble"]["reference_only"] == 0
+    assert res["vs_member_0"]["ensemble"]["other_only"] == 50
+    assert res["vs_member_0"]["ensemble"]["p_mcnemar"] == pytest.approx(2 / 2**50)
+
+
+def test_the_paired_test_counts_discordant_faces_and_gives_the_exact_p_value() -> None:
+    """Exact two-sided McNemar: 10 faces won, none lost is p = 2 / 2^10; 5 won, 3 lost is
+    2 x P(Binomial(8, 1/2) <= 3) = 186 / 256; faces both get right or wrong do not count."""
+    mcnemar = load_benchmark("ensemble_holdout").mcnemar
+    ref = np.array([False] * 10 + [True] * 20)
+    other = np.array([True] * 10 + [True] * 20)
+    assert mcnemar(ref, other) == {"reference_only": 0, "other_only": 10, "p_mcnemar": pytest.approx(2 / 1024)}
+    ref = np.array([True] * 3 + [False] * 5 + [True] * 7 + [False] * 4)
+    other = np.array([False] * 3 + [True] * 5 + [True] * 7 + [False] * 4)
+    assert mcnemar(ref, other) == {"reference_only": 3, "other_only": 5, "p_mcnemar": pytest.approx(186 / 256)}
+    assert mcnemar(ref, ref)["p_mcnemar"] == 1.0
 
 
 def test_the_teacher_scores_each_face_set_once_and_a_changed_teacher_misses(teacher, tmp_path, monkeypatch):
