@@ -52,9 +52,10 @@ def score(probs: list[np.ndarray], labels, classes) -> dict:
     out["ensemble"] = headline(compute_metrics(mean, labels, classes))
     votes = np.stack([p.argmax(1) for p in probs])
     out["members_agree"] = float((votes == votes[0]).all(0).mean())
-    right = votes == np.asarray(labels)
+    labels = np.asarray(labels)
+    right = votes == labels
     others = {f"member_{k}": right[k] for k in range(1, len(probs))}
-    others["ensemble"] = mean.argmax(1) == np.asarray(labels)
+    others["ensemble"] = mean.argmax(1) == labels
     out["vs_member_0"] = {name: mcnemar(right[0], r) for name, r in others.items()}
     return out
 

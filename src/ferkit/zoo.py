@@ -104,7 +104,8 @@ register_model(
     "fer2013_mobilenetv1face_112c_7_s1.pt",
     {
         "description": "a second, independent seed of the accurate model (the same recipe, seed 1), "
-                       "temperature-calibrated; shipped as the second teacher of the distilled default",
+                       "temperature-calibrated; shipped as the second teacher that ensemble-distillation "
+                       "configs name (configs/ce_fer2013_default_ens_2.yaml, configs/ce_fer2013_fast_ens_1.yaml)",
         "architecture": "mobilenet_v1 (3.2 M parameters), 112 px RGB input",
         "input": "a face cropped at 48 px (FER2013 framing, alignment template 'fer2013'), upsampled to 112 px RGB",
         "labels": FER2013_7,
