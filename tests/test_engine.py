@@ -120,8 +120,8 @@ def test_bundled_model_names_resolve_for_evaluation():
     from ferkit.engine.model_io import load_model, resolve_model_path
 
     path = resolve_model_path("accurate")
-    assert path.name == "fer2013_mobilenetv1face_112c_7.pt" and path.is_file()
-    assert resolve_model_path("default").name == "fer2013_mobilenetv1face_112c_7_int8.onnx"
+    assert path.name == "fer2013_mobilenetv1face_112c_7_v2.pt" and path.is_file()
+    assert resolve_model_path("default").name == "fer2013_mobilenetv1face_112c_7_v2_int8.onnx"
     assert resolve_model_path("fast").name == "fer2013_compactdeep_kd_48g_7_int8.onnx"
     model = load_model("accurate", device="cpu")
     assert model.classes == ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear")
