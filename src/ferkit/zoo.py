@@ -85,74 +85,59 @@ def resolve_model(model: str | Path) -> Path:
 
 FER2013_7 = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear"]
 
+
+def _mobilenet_face_card(description: str, holdout_percent: int, int8: bool = False) -> dict[str, Any]:
+    """The registry card of a bundled VGGFace2 MobileNet v1 fine-tuned on FER2013 (they differ only in
+    these three things; the sidecar JSON adds the measured rest)."""
+    return {
+        "description": description,
+        "architecture": "mobilenet_v1 (3.2 M parameters), 112 px RGB input"
+                        + ("; int8 weights, uint8 activations (QDQ)" if int8 else ""),
+        "input": "a face cropped at 48 px (FER2013 framing, alignment template 'fer2013'), upsampled to 112 px RGB",
+        "labels": FER2013_7,
+        "training_data": f"FER2013 Training less a {holdout_percent} % holdout (selection and calibration); "
+                         "research use, see the dataset's terms",
+    }
+
+
 register_model(
     "fer2013-mobilenetv1face-112c-7-v2",
     "fer2013_mobilenetv1face_112c_7_v2.pt",
-    {
-        "description": "the most accurate single network: a MobileNet v1 pre-trained for face identification on "
-                       "VGGFace2, fine-tuned with cross-entropy on 97 % of FER2013 Training, temperature-"
-                       "calibrated on the other 3 %, flip-averaged (configs/ce_fer2013_default_h3_0.yaml)",
-        "architecture": "mobilenet_v1 (3.2 M parameters), 112 px RGB input",
-        "input": "a face cropped at 48 px (FER2013 framing, alignment template 'fer2013'), upsampled to 112 px RGB",
-        "labels": FER2013_7,
-        "training_data": "FER2013 Training less a 3 % holdout (selection and calibration); research use, "
-                         "see the dataset's terms",
-    },
+    _mobilenet_face_card(
+        "the most accurate single network: a MobileNet v1 pre-trained for face identification on VGGFace2, "
+        "fine-tuned with cross-entropy on 97 % of FER2013 Training, temperature-calibrated on the other 3 %, "
+        "flip-averaged (configs/ce_fer2013_default_h3_0.yaml)", 3),
     aliases=("accurate",),
 )
 register_model(
     "fer2013-mobilenetv1face-112c-7-v2-int8",
     "fer2013_mobilenetv1face_112c_7_v2_int8.onnx",
-    {
-        "description": "the default: the accurate model shipped as a static int8 ONNX file (several times the "
-                       "faces/s on CPU); class activation maps need the torch model (accurate)",
-        "architecture": "mobilenet_v1 (3.2 M parameters), 112 px RGB input; int8 weights, uint8 activations (QDQ)",
-        "input": "a face cropped at 48 px (FER2013 framing, alignment template 'fer2013'), upsampled to 112 px RGB",
-        "labels": FER2013_7,
-        "training_data": "FER2013 Training less a 3 % holdout (selection and calibration); research use, "
-                         "see the dataset's terms",
-    },
+    _mobilenet_face_card(
+        "the default: the accurate model shipped as a static int8 ONNX file (several times the faces/s on "
+        "CPU); class activation maps need the torch model (accurate)", 3, int8=True),
     aliases=("default",),
 )
 register_model(
     "fer2013-mobilenetv1face-112c-7",
     "fer2013_mobilenetv1face_112c_7.pt",
-    {
-        "description": "the previous accurate model (until issue 15's 3 %-holdout retrain): a MobileNet v1 "
-                       "pre-trained for face identification on VGGFace2, fine-tuned with cross-entropy on FER2013 "
-                       "less a 10 % holdout, temperature-calibrated, flip-averaged; the teacher that configs name",
-        "architecture": "mobilenet_v1 (3.2 M parameters), 112 px RGB input",
-        "input": "a face cropped at 48 px (FER2013 framing, alignment template 'fer2013'), upsampled to 112 px RGB",
-        "labels": FER2013_7,
-        "training_data": "FER2013 Training less a 10 % holdout (selection and calibration); research use, "
-                         "see the dataset's terms",
-    },
+    _mobilenet_face_card(
+        "the previous accurate model (until issue 15's 3 %-holdout retrain): a MobileNet v1 pre-trained for "
+        "face identification on VGGFace2, fine-tuned with cross-entropy on FER2013 less a 10 % holdout, "
+        "temperature-calibrated, flip-averaged; the teacher that configs name", 10),
 )
 register_model(
     "fer2013-mobilenetv1face-112c-7-s1",
     "fer2013_mobilenetv1face_112c_7_s1.pt",
-    {
-        "description": "a second, independent seed of the accurate model (the same recipe, seed 1), "
-                       "temperature-calibrated; shipped as the second teacher that ensemble-distillation "
-                       "configs name (configs/ce_fer2013_default_ens_2.yaml, configs/ce_fer2013_fast_ens_1.yaml)",
-        "architecture": "mobilenet_v1 (3.2 M parameters), 112 px RGB input",
-        "input": "a face cropped at 48 px (FER2013 framing, alignment template 'fer2013'), upsampled to 112 px RGB",
-        "labels": FER2013_7,
-        "training_data": "FER2013 Training less a 10 % holdout (selection and calibration); research use, "
-                         "see the dataset's terms",
-    },
+    _mobilenet_face_card(
+        "a second, independent seed of fer2013-mobilenetv1face-112c-7 (the same recipe, seed 1), "
+        "temperature-calibrated; shipped as the second teacher that ensemble-distillation configs name "
+        "(configs/ce_fer2013_default_ens_2.yaml, configs/ce_fer2013_fast_ens_1.yaml)", 10),
 )
 register_model(
     "fer2013-mobilenetv1face-112c-7-int8",
     "fer2013_mobilenetv1face_112c_7_int8.onnx",
-    {
-        "description": "the previous default: fer2013-mobilenetv1face-112c-7 shipped as a static int8 ONNX file",
-        "architecture": "mobilenet_v1 (3.2 M parameters), 112 px RGB input; int8 weights, uint8 activations (QDQ)",
-        "input": "a face cropped at 48 px (FER2013 framing, alignment template 'fer2013'), upsampled to 112 px RGB",
-        "labels": FER2013_7,
-        "training_data": "FER2013 Training less a 10 % holdout (selection and calibration); research use, "
-                         "see the dataset's terms",
-    },
+    _mobilenet_face_card("the previous default: fer2013-mobilenetv1face-112c-7 shipped as a static int8 ONNX file",
+                         10, int8=True),
 )
 
 register_model(
