@@ -417,9 +417,13 @@ class ClassicModel:
 
     # -- the LoadedModel API
     def classify(self, images: np.ndarray | torch.Tensor, batch_size: int = 512,
-                 tta_flip: bool | None = None) -> tuple[np.ndarray, None]:
+                 tta_flip: bool | None = None, tta_crop: float | None = None) -> tuple[np.ndarray, None]:
         """Probabilities (N, K) and None (an SVM has no uncertainty of its own: the Recognizer then
-        reports the normalised entropy), for uint8 faces (N,H,W), (N,H,W,3) or a (N,C,H,W) tensor."""
+        reports the normalised entropy), for uint8 faces (N,H,W), (N,H,W,3) or a (N,C,H,W) tensor.
+        No multi-crop averaging: HOG cells and LBP grids are laid on the whole face."""
+        if tta_crop:
+            raise InputError("multi-crop averaging (tta_crop) is for networks; the classic HOG/LBP model "
+                             "has none (set it to 0)")
         x = as_gray_faces(images, self.settings.image_size)
         flip = self.preprocess.get("tta_flip", False) if tta_flip is None else tta_flip
         parts = []
@@ -433,9 +437,9 @@ class ClassicModel:
         return (np.concatenate(parts) if parts else np.zeros((0, len(self.classes)))), None
 
     def predict_probs(self, images: np.ndarray | torch.Tensor, batch_size: int = 512,
-                      tta_flip: bool | None = None) -> np.ndarray:
+                      tta_flip: bool | None = None, tta_crop: float | None = None) -> np.ndarray:
         """Probabilities (N, K) in ``classes`` order, as :meth:`LoadedModel.predict_probs`."""
-        return self.classify(images, batch_size, tta_flip)[0]
+        return self.classify(images, batch_size, tta_flip, tta_crop)[0]
 
     # -- files
     def save(self, path: str | Path) -> Path:

@@ -136,8 +136,11 @@ def experiment(config: Path, overrides: tuple[str, ...], only: tuple[str, ...], 
 @click.option("--device", default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True)
 @click.option("--tta-flip/--no-tta-flip", default=None, help="Average with the mirrored face.")
+@click.option("--tta-crop", type=float, default=None,
+              help="Also average the centre and corner crops of this side fraction (0: off; default: as the model).")
 def evaluate(model: str, dataset: str, path: str, split: str | None, out: Path | None,
-             options: tuple[str, ...], device: str, batch_size: int, tta_flip: bool | None) -> None:
+             options: tuple[str, ...], device: str, batch_size: int, tta_flip: bool | None,
+             tta_crop: float | None) -> None:
     """Score a trained model on a dataset: metrics JSON, confusion matrix and reliability PNGs."""
     from ferkit.engine.config import parse_overrides
     from ferkit.evaluation.evaluate import default_split, evaluate_model
@@ -148,7 +151,7 @@ def evaluate(model: str, dataset: str, path: str, split: str | None, out: Path |
         out = base / "eval" / f"{dataset}_{split}.json"
     check_output_path(out, "file", "metrics file")
     metrics = evaluate_model(model, dataset, path, split, out, options=parse_overrides(options),
-                             device=device, batch_size=batch_size, tta_flip=tta_flip)
+                             device=device, batch_size=batch_size, tta_flip=tta_flip, tta_crop=tta_crop)
     click.echo(f"{dataset}/{split}: n={metrics['n']}  accuracy={metrics['accuracy']:.4f}  "
                f"macro_f1={metrics['macro_f1']:.4f}  nll={metrics['nll']:.4f}  ece={metrics['ece']:.4f}  "
                f"brier={metrics['brier']:.4f}")
@@ -251,9 +254,12 @@ def export(model: str, out: Path | None, quantize: str, calib_dataset: str | Non
                    "treats consecutive photos as frames of one stream.")
 @click.option("--smooth", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.6, show_default=True,
               help="Temporal smoothing of tracked faces: weight of the past per source frame (0: off).")
+@click.option("--tta-crop", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
+              help="Average each face's centre and corner crops of this side fraction with the face itself "
+                   "(six views, six times the classifier's time; 0: off; default: as the model was shipped).")
 def predict(inputs: tuple[str, ...], model: str, out: Path | None, annotate: Path | None, cam: bool, frame_step: int,
             webcam: int | None, max_frames: int | None, device: str, detector: str, engine: str,
-            threads: int | None, no_progress: bool, track: bool | None, smooth: float) -> None:
+            threads: int | None, no_progress: bool, track: bool | None, smooth: float, tta_crop: float | None) -> None:
     """Expressions of the faces in INPUTS: images, folders (recursively) and videos.
 
     Among several inputs, a file that cannot be read is reported on stderr and skipped; a single
@@ -271,7 +277,7 @@ def predict(inputs: tuple[str, ...], model: str, out: Path | None, annotate: Pat
 
     if not inputs and webcam is None:
         raise InputError("nothing to analyse: give images, folders or videos, or --webcam")
-    rec = Recognizer(model, device=device, engine=engine, detector=detector, threads=threads)
+    rec = Recognizer(model, device=device, engine=engine, detector=detector, threads=threads, tta_crop=tta_crop)
     many = len(inputs) + (webcam is not None) > 1 or any(Path(i).is_dir() for i in inputs)
     df = rec.analyze(list(inputs), frame_step=frame_step, out=out, annotate=annotate, cam=cam, webcam=webcam,
                      max_frames=max_frames, progress=not no_progress, errors="report" if many else "raise",
@@ -444,8 +450,11 @@ def train_classic(dataset: str, path: str, split: str | None, out: Path, feature
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
               help="Timed passes (the median is reported).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the JSON here.")
+@click.option("--tta-crop", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
+              help="Average each face's centre and corner crops of this side fraction with the face itself "
+                   "(six views, six times the classifier's time; 0: off; default: as the model was shipped).")
 def benchmark(model: str, engine: str, detector: str, threads: int | None, batch: int, repeats: int,
-              out: Path | None) -> None:
+              out: Path | None, tta_crop: float | None) -> None:
     """How fast MODEL runs on this machine: classifier faces/s and 640x480 photos/s end to end.
 
     The speed benchmarks behind the README's tables are in benchmarks/ (compare_fer.py, throughput.py).
@@ -459,10 +468,12 @@ def benchmark(model: str, engine: str, detector: str, threads: int | None, batch
 
     if out is not None:
         check_output_path(out, "file", "benchmark file")
-    rec = Recognizer(model, device="cpu", engine=engine, detector=detector, threads=threads)
+    rec = Recognizer(model, device="cpu", engine=engine, detector=detector, threads=threads, tta_crop=tta_crop)
     res = run_benchmark(rec, batch=batch, repeats=repeats)
     c, e = res["classifier"], res["end_to_end"]
     flip = ", flip-averaged" if rec.model.preprocess.get("tta_flip") else ""
+    crop = rec.model.preprocess.get("tta_crop", 0.0) if rec.tta_crop is None else rec.tta_crop
+    flip += f", 6 crops ({crop:g})" if crop else ""
     click.echo(f"{res['model']} ({engine}, {c['crop']}{flip})")
     click.echo(f"  classifier  {c['median']:8.0f} faces/s  (min {c['min']:.0f}, max {c['max']:.0f}; batch {batch})")
     click.echo(f"  end to end  {e['median']:8.1f} photos/s ({e['size']}, {e['faces']} faces in {e['photos']} photos, "

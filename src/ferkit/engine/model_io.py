@@ -42,13 +42,17 @@ class LoadedModel:
         self.view = make_view(build_augment("eval", int(p["image_size"]), int(p["channels"])), p["mean"], p["std"])
 
     def predict_probs(self, images: np.ndarray | torch.Tensor, batch_size: int = 512,
-                      tta_flip: bool | None = None, amp_dtype: torch.dtype | None = None) -> np.ndarray:
+                      tta_flip: bool | None = None, amp_dtype: torch.dtype | None = None,
+                      tta_crop: float | None = None) -> np.ndarray:
         """Probabilities (N, K) for uint8 images (N,H,W), (N,H,W,3) or a (N,C,H,W) tensor
-        (``amp_dtype``: autocast, e.g. bf16 on a CPU with AMX, for bulk scoring)."""
+        (``amp_dtype``: autocast, e.g. bf16 on a CPU with AMX, for bulk scoring). ``tta_flip`` and
+        ``tta_crop`` (multi-crop averaging, ``models.predict.crop_views``): None = as the model's
+        preprocessing says."""
         if not isinstance(images, torch.Tensor):
             images = images_to_tensor(images, int(self.preprocess["channels"]))
         flip = self.preprocess.get("tta_flip", False) if tta_flip is None else tta_flip
-        return predict_probs(self.net, images, self.view, self.device, batch_size, flip, amp_dtype)
+        crop = self.preprocess.get("tta_crop", 0.0) if tta_crop is None else tta_crop
+        return predict_probs(self.net, images, self.view, self.device, batch_size, flip, amp_dtype, crop)
 
     @property
     def has_uncertainty(self) -> bool:
@@ -56,15 +60,17 @@ class LoadedModel:
         return has_own_uncertainty(self.net)
 
     def classify(self, images: np.ndarray | torch.Tensor, batch_size: int = 512,
-                 tta_flip: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """Probabilities (N, K) and the method's own uncertainty (N,), or None when it has none.
+                 tta_flip: bool | None = None, tta_crop: float | None = None
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (N, K) and the method's own uncertainty (N,), or None when it has none
+        (the uncertainty is the method's, on the face itself, whatever the test-time views).
 
         The interface every inference engine offers (see ``inference.onnx_engine.OnnxModel``).
         """
         if not isinstance(images, torch.Tensor):
             images = images_to_tensor(images, int(self.preprocess["channels"]))
         with torch.inference_mode():
-            probs = self.predict_probs(images, batch_size=batch_size, tta_flip=tta_flip)
+            probs = self.predict_probs(images, batch_size=batch_size, tta_flip=tta_flip, tta_crop=tta_crop)
             if not self.has_uncertainty:
                 return probs, None
             parts = []
@@ -188,5 +194,6 @@ def make_ensemble(models: list[str | Path], metrics: dict[str, Any] | None = Non
             raise InputError(f"{m}: labels or input differ from the first member's; cannot ensemble")
     pre = dict(first["preprocess"])
     pre["tta_flip"] = any(c["preprocess"].get("tta_flip") for c in cks)
+    pre["tta_crop"] = max(float(c["preprocess"].get("tta_crop", 0.0)) for c in cks)
     return {"format": "ferkit-ensemble/1", "classes": list(first["classes"]), "preprocess": pre,
             "metrics": dict(metrics or {}), "members": cks}

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ferkit.errors import InputError
+from ferkit.models.predict import check_tta_crop, crop_views
 
 FORMAT = "ferkit-onnx/1"
 META_KEY = "ferkit"
@@ -56,17 +57,26 @@ class OnnxModel:
         return res[0], (res[1] if self.has_uncertainty else None)
 
     def classify(self, images: np.ndarray | torch.Tensor, batch_size: int = 512,
-                 tta_flip: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                 tta_flip: bool | None = None, tta_crop: float | None = None
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities (N, K) and the method's own uncertainty (N,) or None, for uint8 crops
-        (N, H, W), (N, H, W, 3) or a (N, C, H, W) tensor at the model's input size."""
+        (N, H, W), (N, H, W, 3) or a (N, C, H, W) tensor at the model's input size; the test-time
+        views as :meth:`LoadedModel.classify` (the uncertainty is the face's own)."""
         x = self._as_input(images)
         flip = self.preprocess.get("tta_flip", False) if tta_flip is None else tta_flip
+        crop = check_tta_crop(self.preprocess.get("tta_crop", 0.0) if tta_crop is None else tta_crop)
         probs, uncs = [], []
         for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size]
-            p, u = self._run(xb)
+            views = [v.numpy() for v in crop_views(torch.from_numpy(x[i:i + batch_size]), crop)]
+            p, u = self._run(views[0])
             if flip:
-                p = 0.5 * (p + self._run(np.ascontiguousarray(xb[..., ::-1]))[0])
+                p = 0.5 * (p + self._run(np.ascontiguousarray(views[0][..., ::-1]))[0])
+            for xv in views[1:]:
+                q = self._run(xv)[0]
+                if flip:
+                    q = 0.5 * (q + self._run(np.ascontiguousarray(xv[..., ::-1]))[0])
+                p = p + q
+            p = p / len(views)
             probs.append(p)
             if u is not None:
                 uncs.append(u)
@@ -75,9 +85,9 @@ class OnnxModel:
         return probs_out, (np.concatenate(uncs) if uncs else None) if self.has_uncertainty else None
 
     def predict_probs(self, images: np.ndarray | torch.Tensor, batch_size: int = 512,
-                      tta_flip: bool | None = None) -> np.ndarray:
+                      tta_flip: bool | None = None, tta_crop: float | None = None) -> np.ndarray:
         """Probabilities (N, K) for uint8 images, as :meth:`LoadedModel.predict_probs`."""
-        return self.classify(images, batch_size, tta_flip)[0]
+        return self.classify(images, batch_size, tta_flip, tta_crop)[0]
 
     def _as_input(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
         from ferkit.engine.batches import images_to_tensor

@@ -49,7 +49,8 @@ def align_labels(
 
 def evaluate_model(model: str | Path, dataset: str, path: str | Path, split: str | None,
                    out: str | Path, options: dict[str, Any] | None = None, device: str = "auto",
-                   batch_size: int = 512, tta_flip: bool | None = None) -> dict[str, Any]:
+                   batch_size: int = 512, tta_flip: bool | None = None,
+                   tta_crop: float | None = None) -> dict[str, Any]:
     """Score ``model`` on ``dataset``/``split``; write the metrics JSON and its plots; return metrics."""
     from ferkit.data import load_dataset
     from ferkit.engine.model_io import load_model
@@ -60,11 +61,12 @@ def evaluate_model(model: str | Path, dataset: str, path: str | Path, split: str
     data = load_dataset(dataset, path, split, **(options or {}))
     if len(data) == 0:
         raise InputError(f"{dataset} split {split!r} at {path} has no rows")
-    probs = loaded.predict_probs(data.images, batch_size=batch_size, tta_flip=tta_flip)
+    probs = loaded.predict_probs(data.images, batch_size=batch_size, tta_flip=tta_flip, tta_crop=tta_crop)
     p, labels, classes, mapping = align_labels(probs, loaded.classes, data.labels, data.classes)
     metrics = compute_metrics(p, labels, classes)
     metrics.update({"model": loaded.source, "dataset": dataset, "path": str(path), "split": split,
                     "label_mapping": mapping, "tta_flip": bool(
-                        loaded.preprocess.get("tta_flip") if tta_flip is None else tta_flip)})
+                        loaded.preprocess.get("tta_flip") if tta_flip is None else tta_flip),
+                    "tta_crop": float(loaded.preprocess.get("tta_crop", 0.0) if tta_crop is None else tta_crop)})
     write_metrics(metrics, Path(out), p, labels, classes)
     return metrics

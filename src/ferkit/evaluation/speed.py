@@ -103,7 +103,8 @@ def classifier_speed(recognizer: Any, batch: int = 256, faces: int = 1024, repea
 
     def run() -> int:
         for i in range(0, faces, batch):
-            recognizer.model.classify(crops[i:i + batch], batch_size=batch, tta_flip=recognizer.tta_flip)
+            recognizer.model.classify(crops[i:i + batch], batch_size=batch, tta_flip=recognizer.tta_flip,
+                                      tta_crop=recognizer.tta_crop)
         return faces
 
     rate = timed_rate(run, repeats)

@@ -36,8 +36,8 @@ ENTROPY, ONE_MINUS_MAX = "softmax_entropy", "one_minus_max_prob"
 class ClassifyingModel(Protocol):
     """What :func:`occlusion_sweep` needs: ``LoadedModel`` and ``OnnxModel`` both offer it."""
 
-    def classify(self, images: Any, batch_size: int = ..., tta_flip: bool | None = ...
-                 ) -> tuple[np.ndarray, np.ndarray | None]: ...
+    def classify(self, images: Any, batch_size: int = ..., tta_flip: bool | None = ...,
+                 tta_crop: float | None = ...) -> tuple[np.ndarray, np.ndarray | None]: ...
 
 
 # ---- small shared pieces ----------------------------------------------------------------------

@@ -27,6 +27,7 @@ from ferkit.errors import ConfigError, InputError
 from ferkit.inference.align import ALIGN_METHODS, face_transform, to_channels, warp
 from ferkit.inference.detect import Face, get_detector
 from ferkit.inference.sources import Source, expand_inputs, iter_frames, load_image
+from ferkit.models.predict import check_tta_crop
 from ferkit.zoo import resolve_model
 
 if TYPE_CHECKING:
@@ -66,13 +67,16 @@ class Recognizer:
             does): spinning OpenMP threads made the small per-photo forward pass ~40x slower.
         batch_size: faces per forward pass.
         tta_flip: average with the mirrored face (None: as the model was validated).
+        tta_crop: average over the face and its centre and four corner crops of this side fraction
+            (``ferkit.models.predict.crop_views``; 0: off; None: as the model was validated). Six
+            views cost six times the classifier's time.
         detector_options: extra keywords for the detector (e.g. ``score_threshold``).
     """
 
     def __init__(self, model: str | Path = "default", device: str = "auto", engine: str = "auto",
                  detector: Any = "retinaface", *, align: str = "auto", template: str = "fer2013",
                  threads: int | None = None, batch_size: int = 64, tta_flip: bool | None = None,
-                 detector_options: dict[str, Any] | None = None) -> None:
+                 tta_crop: float | None = None, detector_options: dict[str, Any] | None = None) -> None:
         from ferkit.engine.model_io import load_model
         from ferkit.inference.onnx_engine import OnnxModel, cached_export, is_onnx_file
 
@@ -111,6 +115,7 @@ class Recognizer:
         self.template = template
         self.batch_size = int(batch_size)
         self.tta_flip = tta_flip
+        self.tta_crop = None if tta_crop is None else check_tta_crop(tta_crop)
         self.engine = engine
 
     def __repr__(self) -> str:
@@ -124,7 +129,8 @@ class Recognizer:
         if len(crops) == 0:
             return np.zeros((0, len(self.labels))), np.zeros(0)
         with torch_threads(self.threads):
-            probs, unc = self.model.classify(crops, batch_size=self.batch_size, tta_flip=self.tta_flip)
+            probs, unc = self.model.classify(crops, batch_size=self.batch_size, tta_flip=self.tta_flip,
+                                             tta_crop=self.tta_crop)
         probs = np.asarray(probs, np.float64)
         probs /= probs.sum(1, keepdims=True)
         return probs, (normalised_entropy(probs) if unc is None else np.asarray(unc, np.float64))
