@@ -1,6 +1,6 @@
 """Does an ensemble beat its best member? Measured on a held-out split of Training, not on PublicTest.
 
-    python benchmarks/ensemble_holdout.py CONFIG MODEL [MODEL ...] --out NAME [--no-publictest]
+    python benchmarks/ensemble_holdout.py CONFIG MODEL [MODEL ...] --out NAME [--no-publictest] [--views shipped]
 
 CONFIG is a training config with ``data.holdout`` (e.g. configs/ce_fer2013_default_0.yaml); its
 held-out faces are the split every member must have been kept away from (the same ``data.holdout``
@@ -8,7 +8,8 @@ and ``data.holdout_seed`` in each member's own config: checkpoints do not carry 
 so the caller vouches for it). Each MODEL is a model.pt, a run directory or a bundled name.
 
 Scores each member and the ensemble (the mean of the members' flip-averaged probabilities, what
-``ferkit.engine.model_io.Ensemble`` computes) on those faces: accuracy, macro-F1, NLL, ECE, and
+``ferkit.engine.model_io.Ensemble`` computes; ``--views shipped``: each member's own test-time views,
+e.g. one pass for the 48 px ``fast`` models) on those faces: accuracy, macro-F1, NLL, ECE, and
 how often the members agree, and, against the first member (list the current model first), the faces
 only one of the two gets right with an exact McNemar p-value: whether a gain of a few faces is more
 than chance. This is the figure to choose on; PublicTest is scored too (unless ``--no-publictest``),
@@ -66,6 +67,8 @@ def main() -> None:
     ap.add_argument("models", nargs="+")
     ap.add_argument("--out", required=True)
     ap.add_argument("--no-publictest", action="store_true")
+    ap.add_argument("--views", choices=("flip", "shipped"), default="flip",
+                    help="flip: every member flip-averaged (no crops); shipped: as each member's preprocessing says")
     args = ap.parse_args()
     os.chdir(REPO)
     cfg = load_config(args.config)
@@ -80,11 +83,12 @@ def main() -> None:
     splits = {"holdout": holdout}
     if not args.no_publictest:
         splits["publictest"] = load_dataset(cfg["data"]["dataset"], FER2013, "PublicTest")
-    summary = {"config": args.config, "members": [m.source for m in models],
+    summary = {"config": args.config, "members": [m.source for m in models], "views": args.views,
                "holdout": f"data.holdout={cfg['data']['holdout']} of {cfg['data']['train_split']}, "
                           f"seed {cfg['data'].get('holdout_seed', 0)} ({len(holdout)} faces)"}
     for name, data in splits.items():
-        probs = [m.predict_probs(data.images, tta_flip=True) for m in models]
+        probs = [m.predict_probs(data.images, tta_flip=True, tta_crop=0.0) if args.views == "flip"
+                 else m.predict_probs(data.images) for m in models]
         summary[name] = score(probs, data.labels, classes)
         accs = ", ".join(f"{summary[name][f'member_{k}']['accuracy']:.4f}" for k in range(len(models)))
         print(f"{name}: members {accs}; ensemble {summary[name]['ensemble']['accuracy']:.4f} "
