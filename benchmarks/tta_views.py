@@ -1,6 +1,6 @@
 """Does multi-crop test-time averaging beat flip averaging? Measured on a held-out split of Training.
 
-    python benchmarks/tta_views.py CONFIG MODEL [MODEL ...] --out NAME [--crop 0.92]
+    python benchmarks/tta_views.py CONFIG MODEL [MODEL ...] --out NAME [--crop 0.92] [--speed NAME ...]
 
 CONFIG is a training config with ``data.holdout`` whose held-out faces no MODEL trained on (as for
 benchmarks/ensemble_holdout.py). Each MODEL is scored on those faces once per view of
@@ -8,7 +8,9 @@ benchmarks/ensemble_holdout.py). Each MODEL is scored on those faces once per vi
 ``--crop``), each averaged with its mirror image; the view sets that ``tta_crop`` and the
 "ten-crop" of the FER2013 recipes average are then compared with flip averaging alone, face by face
 (exact McNemar p). PublicTest is not scored: this chooses whether to ship the option.
-Writes results/NAME/summary.json.
+``--speed`` also times each named model (e.g. the int8 ``default``) through the Recognizer with flip
+averaging alone and with ``tta_crop`` (``ferkit benchmark``'s classifier faces/s and 640x480 photos/s,
+2 threads). Writes results/NAME/summary.json.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from ferkit.engine.config import load_config
 from ferkit.engine.data import HOLDOUT, load_run_data
 from ferkit.engine.model_io import load_model
 from ferkit.errors import InputError
+from ferkit.evaluation.speed import benchmark
+from ferkit.inference.recognizer import Recognizer
 from ferkit.metrics import compute_metrics
 from ferkit.models.predict import check_tta_crop, crop_views
 
@@ -50,12 +54,16 @@ def view_probs(model, images, crop: float, batch: int = 256) -> dict[str, np.nda
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config")
-    ap.add_argument("models", nargs="+")
+    ap.add_argument("models", nargs="*")
     ap.add_argument("--out", required=True)
     ap.add_argument("--crop", type=float, default=0.92, help="crop side as a fraction of the face")
+    ap.add_argument("--speed", nargs="*", default=[], help="models to time with and without the crops")
+    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     os.chdir(REPO)
     crop = check_tta_crop(args.crop)
+    if not args.models and not args.speed:
+        raise InputError("nothing to measure: give MODEL(s) to score on the holdout and/or --speed MODEL(s)")
     if not crop:
         raise InputError("--crop must be in (0, 1): with 0 there is nothing to compare")
     cfg = load_config(args.config)
@@ -82,6 +90,15 @@ def main() -> None:
         print(f"{name}: flip only {res['flip_only']['accuracy']:.4f}; " + "; ".join(
             f"{s} {res[s]['accuracy']:.4f} (p = {res[s]['vs_flip_only']['p_mcnemar']:.2f})" for s in SETS),
             flush=True)
+    summary["speed"] = {}
+    for name in args.speed:
+        summary["speed"][name] = {}
+        for label, c in (("flip only", 0.0), (f"tta_crop {crop:g}", crop)):
+            rec = Recognizer(name, device="cpu", threads=args.threads, tta_crop=c)
+            res = benchmark(rec, batch=256, repeats=5)
+            summary["speed"][name][label] = res
+            print(f"{name}, {label}: classifier {res['classifier']['median']:.0f} faces/s, end to end "
+                  f"{res['end_to_end']['median']:.1f} photos/s", flush=True)
     out = results_dir(args.out)
     summary["environment"] = environment(out)
     write_json(out / "summary.json", summary)

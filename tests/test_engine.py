@@ -122,7 +122,7 @@ def test_bundled_model_names_resolve_for_evaluation():
     path = resolve_model_path("accurate")
     assert path.name == "fer2013_mobilenetv1face_112c_7_v2.pt" and path.is_file()
     assert resolve_model_path("default").name == "fer2013_mobilenetv1face_112c_7_v2_int8.onnx"
-    assert resolve_model_path("fast").name == "fer2013_compactdeep_kd_48g_7_int8.onnx"
+    assert resolve_model_path("fast").name == "fer2013_compactdeep_kd_48g_7_v2_int8.onnx"
     model = load_model("accurate", device="cpu")
     assert model.classes == ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear")
     assert model.preprocess["tta_flip"] is True

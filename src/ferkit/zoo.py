@@ -144,31 +144,31 @@ register_model(
     "fer2013-compactdeep-kd-48g-7-v2-int8",
     "fer2013_compactdeep_kd_48g_7_v2_int8.onnx",
     {
-        "description": "a 48 px student (compact_wide, two residual units per stage) distilled from the mean of "
-                       "fer2013-mobilenetv1face-112c-7-v2 and fer2013-mobilenetv1face-112c-7-s1 for 60 epochs "
-                       "(configs/ce_fer2013_fast_v2_0.yaml), temperature-calibrated, shipped as a static int8 ONNX file",
+        "description": "fast CPU model: a 48 px student (compact_wide, two residual units per stage) distilled "
+                       "from the mean of fer2013-mobilenetv1face-112c-7-v2 and fer2013-mobilenetv1face-112c-7-s1 "
+                       "for 60 epochs (configs/ce_fer2013_fast_v2_0.yaml), temperature-calibrated, static int8 ONNX",
         "architecture": "compact_wide, stages (64,2) (128,2) (256,2); int8 weights, uint8 activations (QDQ)",
         "input": "48x48 grayscale face, FER2013 framing (alignment template 'fer2013')",
         "labels": FER2013_7,
         "training_data": "FER2013 Training less a 3 % holdout, soft targets from the two teachers; "
                          "research use, see the dataset's terms",
     },
+    aliases=("fast",),
 )
 
 register_model(
     "fer2013-compactdeep-kd-48g-7-int8",
     "fer2013_compactdeep_kd_48g_7_int8.onnx",
     {
-        "description": "fast CPU model: a 48 px student (compact_wide, two residual units per stage) distilled "
-                       "from fer2013-mobilenetv1face-112c-7 (the default when it was trained), "
-                       "temperature-calibrated, shipped as a static int8 ONNX file",
+        "description": "the previous fast model (until the 60-epoch student of the current default): a 48 px "
+                       "student (compact_wide, two residual units per stage) distilled from "
+                       "fer2013-mobilenetv1face-112c-7 for 30 epochs, temperature-calibrated, static int8 ONNX",
         "architecture": "compact_wide, stages (64,2) (128,2) (256,2); int8 weights, uint8 activations (QDQ)",
         "input": "48x48 grayscale face, FER2013 framing (alignment template 'fer2013')",
         "labels": FER2013_7,
         "training_data": "FER2013 Training less a 10 % holdout, soft targets from fer2013-mobilenetv1face-112c-7; "
                          "research use, see the dataset's terms",
     },
-    aliases=("fast",),
 )
 
 register_model(
