@@ -131,7 +131,8 @@ register_model(
     _mobilenet_face_card(
         "a second, independent seed of fer2013-mobilenetv1face-112c-7 (the same recipe, seed 1), "
         "temperature-calibrated; shipped as the second teacher that ensemble-distillation configs name "
-        "(configs/ce_fer2013_default_ens_2.yaml, configs/ce_fer2013_fast_ens_1.yaml)", 10),
+        "(configs/ce_fer2013_default_ens_2.yaml, configs/ce_fer2013_fast_ens_1.yaml, "
+        "configs/ce_fer2013_fast_v2_0.yaml)", 10),
 )
 register_model(
     "fer2013-mobilenetv1face-112c-7-int8",
