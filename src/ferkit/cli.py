@@ -136,7 +136,7 @@ def experiment(config: Path, overrides: tuple[str, ...], only: tuple[str, ...], 
 @click.option("--device", default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True)
 @click.option("--tta-flip/--no-tta-flip", default=None, help="Average with the mirrored face.")
-@click.option("--tta-crop", type=float, default=None,
+@click.option("--tta-crop", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
               help="Also average the centre and corner crops of this side fraction (0: off; default: as the model).")
 def evaluate(model: str, dataset: str, path: str, split: str | None, out: Path | None,
              options: tuple[str, ...], device: str, batch_size: int, tta_flip: bool | None,
