@@ -45,6 +45,15 @@ def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, default=float) + "\n")
 
 
+def write_summary(name: str, summary: dict[str, Any]) -> Path:
+    """results/NAME/summary.json: ``summary`` with the environment (commit, dirty tree) added; the path."""
+    out = results_dir(name)
+    summary["environment"] = environment(out)
+    write_json(out / "summary.json", summary)
+    print(f"wrote {out / 'summary.json'}")
+    return out / "summary.json"
+
+
 def run_cli(main: Callable[[], Any], prog: str) -> None:
     """Run a benchmark's ``main``; a ferkit error (bad config, missing file) is one line and exit 2."""
     from ferkit.errors import FerkitError

@@ -48,15 +48,13 @@ def logit_views(model, images, flip: bool, crop: float = 0.0, batch: int = 512) 
     from ferkit.models.predict import crop_views
 
     x_all = images_to_tensor(images, int(model.preprocess["channels"]))
-    n_views = (2 if flip else 1) * (6 if crop else 1)
-    views: list[list] = [[] for _ in range(n_views)]
+    batches = []  # per batch, the logits of each view in order (a view, then its mirror when flip)
     for i in range(0, len(x_all), batch):
         parts = crop_views(model.view(x_all[i:i + batch].to(model.device)), crop)
         if flip:
             parts = [v for x in parts for v in (x, x.flip(3))]
-        for k, x in enumerate(parts):
-            views[k].append(model.net.predict_logits(x).float().cpu())
-    return [torch.cat(v).numpy() for v in views]
+        batches.append([model.net.predict_logits(x).float().cpu() for x in parts])
+    return [torch.cat(v).numpy() for v in zip(*batches)]
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ from ferkit.engine.model_io import load_model
 from ferkit.errors import InputError
 from ferkit.metrics import compute_metrics
 
-from _common import FER2013, REPO, environment, headline, results_dir, run_cli, write_json
+from _common import FER2013, REPO, headline, run_cli, write_summary
 
 
 def mcnemar(ref_right: np.ndarray, other_right: np.ndarray) -> dict:
@@ -97,10 +97,7 @@ def main() -> None:
         for other, test in summary[name]["vs_member_0"].items():
             print(f"  {other} vs member_0: right only by {other} {test['other_only']}, only by member_0 "
                   f"{test['reference_only']}, McNemar p = {test['p_mcnemar']:.3f}", flush=True)
-    out = results_dir(args.out)
-    summary["environment"] = environment(out)
-    write_json(out / "summary.json", summary)
-    print(f"wrote {out / 'summary.json'}")
+    write_summary(args.out, summary)
 
 
 if __name__ == "__main__":

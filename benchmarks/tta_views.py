@@ -21,8 +21,8 @@ import os
 import numpy as np
 import torch
 
+from calibrate_model import logit_views
 from ensemble_holdout import mcnemar
-from ferkit.engine.batches import images_to_tensor
 from ferkit.engine.config import load_config
 from ferkit.engine.data import HOLDOUT, load_run_data
 from ferkit.engine.model_io import load_model
@@ -30,25 +30,20 @@ from ferkit.errors import InputError
 from ferkit.evaluation.speed import benchmark
 from ferkit.inference.recognizer import Recognizer
 from ferkit.metrics import compute_metrics
-from ferkit.models.predict import check_tta_crop, crop_views
+from ferkit.models.predict import check_tta_crop
 
-from _common import REPO, environment, headline, results_dir, run_cli, write_json
+from _common import REPO, headline, run_cli, write_summary
 
 VIEWS = ("face", "centre", "top-left", "top-right", "bottom-left", "bottom-right")
 #: the averages compared with flip averaging alone ("face")
 SETS = {"face + 5 crops (tta_crop)": VIEWS, "5 crops (ten-crop)": VIEWS[1:], "face + centre": VIEWS[:2]}
 
 
-@torch.no_grad()
-def view_probs(model, images, crop: float, batch: int = 256) -> dict[str, np.ndarray]:
-    """Flip-averaged probabilities of each view, by view name."""
-    x_all = images_to_tensor(images, int(model.preprocess["channels"]))
-    out: dict[str, list] = {v: [] for v in VIEWS}
-    for i in range(0, len(x_all), batch):
-        for name, x in zip(VIEWS, crop_views(model.view(x_all[i:i + batch]), crop)):
-            q = model.net.predict_logits(torch.cat([x, x.flip(3)])).float().softmax(1)
-            out[name].append((0.5 * (q[:len(x)] + q[len(x):])).numpy())
-    return {k: np.concatenate(v) for k, v in out.items()}
+def view_probs(model, images, crop: float) -> dict[str, np.ndarray]:
+    """Flip-averaged probabilities of each view, by view name (the logits calibrate_model fits on)."""
+    logits = torch.from_numpy(np.stack(logit_views(model, images, flip=True, crop=crop)))
+    probs = logits.softmax(-1).view(len(VIEWS), 2, *logits.shape[1:]).mean(1).numpy()
+    return dict(zip(VIEWS, probs))
 
 
 def main() -> None:
@@ -99,10 +94,7 @@ def main() -> None:
             summary["speed"][name][label] = res
             print(f"{name}, {label}: classifier {res['classifier']['median']:.0f} faces/s, end to end "
                   f"{res['end_to_end']['median']:.1f} photos/s", flush=True)
-    out = results_dir(args.out)
-    summary["environment"] = environment(out)
-    write_json(out / "summary.json", summary)
-    print(f"wrote {out / 'summary.json'}")
+    write_summary(args.out, summary)
 
 
 if __name__ == "__main__":

@@ -65,19 +65,20 @@ class OnnxModel:
         x = self._as_input(images)
         flip = self.preprocess.get("tta_flip", False) if tta_flip is None else tta_flip
         crop = check_tta_crop(self.preprocess.get("tta_crop", 0.0) if tta_crop is None else tta_crop)
+
+        def run_view(xv: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+            p, u = self._run(xv)
+            if flip:
+                p = 0.5 * (p + self._run(np.ascontiguousarray(xv[..., ::-1]))[0])
+            return p, u
+
         probs, uncs = [], []
         for i in range(0, len(x), batch_size):
             views = [v.numpy() for v in crop_views(torch.from_numpy(x[i:i + batch_size]), crop)]
-            p, u = self._run(views[0])
-            if flip:
-                p = 0.5 * (p + self._run(np.ascontiguousarray(views[0][..., ::-1]))[0])
+            p, u = run_view(views[0])  # the uncertainty is the face's own
             for xv in views[1:]:
-                q = self._run(xv)[0]
-                if flip:
-                    q = 0.5 * (q + self._run(np.ascontiguousarray(xv[..., ::-1]))[0])
-                p = p + q
-            p = p / len(views)
-            probs.append(p)
+                p = p + run_view(xv)[0]
+            probs.append(p / len(views))
             if u is not None:
                 uncs.append(u)
         k = len(self.classes)
